@@ -1,0 +1,95 @@
+"""The `gateway` command: serve, demo, check-config, events tail, supplier-sim."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gateway.settings import ConfigError, load
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway import logs
+    from gateway.server import Master
+
+    logs.configure()
+    settings = load(args.config)
+    return Master(settings, workers=args.workers).run()
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = load(args.config)
+    rules = ", ".join(f"{r.id} ({r.kind}, {r.mode})" for r in settings.risk_rules)
+    print(f"{args.config}: ok")
+    print(f"  clients: {len(settings.clients)}  suppliers: {len(settings.suppliers)}")
+    print(f"  risk rules in force: {rules}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(args.config, workers=args.workers)
+
+
+def _events_tail(args: argparse.Namespace) -> int:
+    from gateway.events import tail
+
+    return tail(args.config, group=args.group, consumer=args.consumer,
+                from_start=args.from_start, count=args.count, follow=not args.no_follow)
+
+
+def _supplier_sim(argv: Sequence[str]) -> int:
+    from supplier_pool.simulator import main as sim_main
+
+    return sim_main(list(argv))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="gateway", description="Benefits gateway")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway (N worker processes)")
+    serve.add_argument("--config", required=True)
+    serve.add_argument("--workers", type=int, default=None, help="overrides server.workers")
+    serve.set_defaults(func=_serve)
+
+    demo = sub.add_parser("demo", help="embedded Valkey + supplier simulator + demo campaigns")
+    demo.add_argument("--config", default="config/demo.toml")
+    demo.add_argument("--workers", type=int, default=None)
+    demo.set_defaults(func=_demo)
+
+    check = sub.add_parser("check-config", help="validate a config file offline")
+    check.add_argument("config")
+    check.set_defaults(func=_check_config)
+
+    events = sub.add_parser("events", help="the event stream")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    tail = events_sub.add_parser("tail", help="print events as JSON lines")
+    tail.add_argument("--config", default="config/demo.toml")
+    tail.add_argument("--group", default=None, help="read through this consumer group (and ack)")
+    tail.add_argument("--consumer", default="tail")
+    tail.add_argument("--from-start", action="store_true", help="from the oldest event kept")
+    tail.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
+    tail.add_argument("--no-follow", action="store_true", help="stop when caught up")
+    tail.set_defaults(func=_events_tail)
+
+    sub.add_parser("supplier-sim", help="run the supplier simulator", add_help=False)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["supplier-sim"]:
+        return _supplier_sim(argv[1:])
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

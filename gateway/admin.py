@@ -1,0 +1,210 @@
+"""The admin API (its own port): campaigns, stock, pause/resume, stats, risk lists.
+
+Every change is one atomic script that also appends its admin event, so the backend's view of
+the stream matches the state exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway import keys
+from gateway.auth import admin_token_ok
+from gateway.campaigns import campaign_stats, campaign_state, load_campaign
+from gateway.errors import ApiError, business, invalid, unauthorized
+from gateway.intake import decode, json_response, path_id, read_body, require_json
+from gateway.models import CampaignPut, campaign_decoder, list_decoder, stock_decoder
+from gateway.redis_errors import redis_call
+from gateway.services import SERVICES, Services
+from gateway.timefmt import rfc3339_ms, rfc3339_s, to_ms
+from risk.lists import LIST_NAMES, apply_update, list_key, validate_entries
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def require_admin(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """401 unless the request carries the admin bearer token."""
+    if not admin_token_ok(request, request.app[SERVICES].settings.admin.token):
+        raise unauthorized("missing or wrong admin token")
+    return await handler(request)
+
+
+def _now() -> tuple[int, str]:
+    now_ms = int(time.time() * 1000)
+    return now_ms, rfc3339_ms(now_ms)
+
+
+async def _body(request: web.Request, services: Services) -> bytes:
+    require_json(request)
+    return await read_body(request, 4 * 1024 * 1024, services.settings.server.body_timeout_s)
+
+
+def _check_campaign(put: CampaignPut, services: Services) -> None:
+    if put.starts_at.tzinfo is None or put.ends_at.tzinfo is None:
+        raise invalid("starts_at and ends_at must be RFC 3339 times with an offset (Z for UTC)")
+    if put.ends_at <= put.starts_at:
+        raise invalid("ends_at must be after starts_at")
+    known = {s.id for s in services.settings.suppliers}
+    unknown = [s for s in put.benefit.suppliers if s not in known]
+    if unknown:
+        raise invalid(f"benefit.suppliers: unknown supplier(s) {', '.join(unknown)}")
+    if put.benefit.kind == "direct_recharge" and not put.benefit.suppliers:
+        raise invalid("benefit.suppliers: a direct_recharge benefit needs at least one supplier")
+
+
+def _campaign_fields(campaign_id: str, put: CampaignPut) -> list[Any]:
+    return [
+        "name", put.name or campaign_id,
+        "starts_ms", to_ms(put.starts_at),
+        "ends_ms", to_ms(put.ends_at),
+        "per_user_limit", put.per_user_limit,
+        "per_device_limit", put.per_device_limit,
+        "voucher_ttl_s", put.voucher_ttl_s,
+        "kind", put.benefit.kind,
+        "sku", put.benefit.sku,
+        "suppliers", ",".join(put.benefit.suppliers),
+    ]
+
+
+def campaign_document(campaign_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """The admin view of a campaign: its configuration, stock and current state."""
+    return {
+        "campaign_id": campaign_id,
+        "name": fields["name"],
+        "state": campaign_state(fields, int(time.time() * 1000)),
+        "starts_at": rfc3339_s(int(fields["starts_ms"])),
+        "ends_at": rfc3339_s(int(fields["ends_ms"])),
+        "stock_added": int(fields["stock_added"]),
+        "stock_left": int(fields["stock_left"]),
+        "per_user_limit": int(fields["per_user_limit"]),
+        "per_device_limit": int(fields["per_device_limit"]),
+        "voucher_ttl_s": int(fields["voucher_ttl_s"]),
+        "benefit": {
+            "kind": fields["kind"],
+            "sku": fields["sku"],
+            "suppliers": [s for s in fields["suppliers"].split(",") if s],
+        },
+    }
+
+
+async def _document(services: Services, campaign_id: str, status: int = 200) -> web.Response:
+    fields = await load_campaign(services.redis, campaign_id)
+    if fields is None:
+        raise business("campaign_not_found")
+    return json_response(campaign_document(campaign_id, fields), status)
+
+
+async def put_campaign(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    campaign_id = path_id(request, "campaign_id")
+    put = decode(campaign_decoder, await _body(request, services))
+    _check_campaign(put, services)
+    tag = keys.shard_tag(campaign_id)
+    _, now_text = _now()
+    created = await redis_call(
+        "admin_campaign",
+        services.scripts.admin_campaign(
+            keys=[keys.campaign(tag, campaign_id), keys.events(tag)],
+            args=[campaign_id, now_text, services.settings.redis.stream_max_len, put.stock,
+                  *_campaign_fields(campaign_id, put)],
+        ),
+    )
+    # Registries for `events tail` and operators; idempotent, so outside the atomic step.
+    await redis_call("admin_registry", services.redis.sadd(keys.CAMPAIGNS, campaign_id))
+    await redis_call("admin_registry", services.redis.sadd(keys.EVENT_STREAMS, keys.events(tag)))
+    return await _document(services, campaign_id, 201 if created else 200)
+
+
+async def change_stock(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    campaign_id = path_id(request, "campaign_id")
+    change = decode(stock_decoder, await _body(request, services))
+    tag = keys.shard_tag(campaign_id)
+    _, now_text = _now()
+    found, _added, _left = await redis_call(
+        "admin_stock",
+        services.scripts.admin_stock(
+            keys=[keys.campaign(tag, campaign_id), keys.events(tag)],
+            args=[campaign_id, change.add, now_text, services.settings.redis.stream_max_len],
+        ),
+    )
+    if not found:
+        raise business("campaign_not_found")
+    return await _document(services, campaign_id)
+
+
+def _set_paused(paused: bool) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        services = request.app[SERVICES]
+        campaign_id = path_id(request, "campaign_id")
+        tag = keys.shard_tag(campaign_id)
+        _, now_text = _now()
+        found = await redis_call(
+            "admin_state",
+            services.scripts.admin_state(
+                keys=[keys.campaign(tag, campaign_id), keys.events(tag)],
+                args=[campaign_id, "1" if paused else "0", now_text,
+                      services.settings.redis.stream_max_len],
+            ),
+        )
+        if not found:
+            raise business("campaign_not_found")
+        return await _document(services, campaign_id)
+
+    return handler
+
+
+async def get_campaign(request: web.Request) -> web.Response:
+    return await _document(request.app[SERVICES], path_id(request, "campaign_id"))
+
+
+async def stats(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    document = await campaign_stats(services.redis, path_id(request, "campaign_id"))
+    if document is None:
+        raise business("campaign_not_found")
+    return json_response(document)
+
+
+async def put_risk_list(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    name = request.match_info["list"]
+    if name not in LIST_NAMES:
+        raise ApiError(404, "list_not_found", f"no such list; known: {', '.join(LIST_NAMES)}")
+    update = decode(list_decoder, await _body(request, services))
+    try:
+        add = validate_entries(name, update.add)
+        remove = validate_entries(name, update.remove)
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+    await redis_call("admin_lists", apply_update(services.redis, name, add, remove))
+    _, now_text = _now()
+    await redis_call(
+        "admin_lists",
+        services.redis.xadd(
+            keys.ADMIN_EVENTS,
+            {"type": "risk.list_changed", "ts": now_text, "list": name,
+             "added": len(add), "removed": len(remove)},
+            maxlen=services.settings.redis.stream_max_len,
+            approximate=True,
+        ),
+    )
+    await redis_call("admin_registry", services.redis.sadd(keys.EVENT_STREAMS, keys.ADMIN_EVENTS))
+    size = await redis_call("admin_lists", services.redis.scard(list_key(name)))
+    return json_response({"list": name, "added": len(add), "removed": len(remove), "size": size})
+
+
+def add_routes(app: web.Application) -> None:
+    app.middlewares.append(require_admin)
+    app.router.add_put("/admin/campaigns/{campaign_id}", put_campaign)
+    app.router.add_get("/admin/campaigns/{campaign_id}", get_campaign)
+    app.router.add_post("/admin/campaigns/{campaign_id}/stock", change_stock)
+    app.router.add_post("/admin/campaigns/{campaign_id}/pause", _set_paused(True))
+    app.router.add_post("/admin/campaigns/{campaign_id}/resume", _set_paused(False))
+    app.router.add_get("/admin/campaigns/{campaign_id}/stats", stats)
+    app.router.add_put("/admin/risk/lists/{list}", put_risk_list)

@@ -1,0 +1,38 @@
+"""create_app: the one place that wires the public and admin applications."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway import admin, handlers
+from gateway.middlewares import envelope, shed_load
+from gateway.services import SERVICES, Services
+from gateway.settings import Settings
+
+
+def create_app(
+    settings: Settings, redis_url: str, data_key: bytes | None = None
+) -> tuple[web.Application, web.Application]:
+    """The public app (claims, redemptions, ops) and the admin app, sharing one Services."""
+    services = Services(settings, redis_url, data_key)
+
+    async def services_ctx(_app: web.Application) -> AsyncIterator[None]:
+        await services.start()
+        yield
+        await services.close()
+
+    # client_max_size bounds bodies read without a Content-Length (chunked) too.
+    public = web.Application(
+        middlewares=[envelope, shed_load(settings.server.max_in_flight)],
+        client_max_size=settings.server.max_body_bytes,
+    )
+    public[SERVICES] = services
+    public.cleanup_ctx.append(services_ctx)
+    handlers.add_routes(public)
+
+    admin_app = web.Application(middlewares=[envelope], client_max_size=4 * 1024 * 1024)
+    admin_app[SERVICES] = services
+    admin.add_routes(admin_app)
+    return public, admin_app

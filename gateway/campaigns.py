@@ -1,0 +1,88 @@
+"""Reading campaigns back: their public view (cached up to 0.5 s) and their stats."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway import keys
+from gateway.models import CampaignView
+from gateway.redis_errors import redis_call
+from gateway.timefmt import rfc3339_s
+
+CACHE_S = 0.5
+VIEW_FIELDS = ("starts_ms", "ends_ms", "paused", "stock_left")
+
+
+def campaign_state(fields: dict[str, str], now_ms: int) -> str:
+    """scheduled | active | paused | ended | sold_out; a pause wins over sold out."""
+    if fields.get("paused") == "1":
+        return "paused"
+    if now_ms < int(fields["starts_ms"]):
+        return "scheduled"
+    if now_ms >= int(fields["ends_ms"]):
+        return "ended"
+    if int(fields["stock_left"]) <= 0:
+        return "sold_out"
+    return "active"
+
+
+def _text(raw: dict[Any, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+
+
+async def load_campaign(redis: Any, campaign_id: str) -> dict[str, str] | None:
+    """Every stored field of a campaign, as text; None when there is no such campaign."""
+    tag = keys.shard_tag(campaign_id)
+    raw = await redis_call("campaign_read", redis.hgetall(keys.campaign(tag, campaign_id)))
+    return _text(raw) if raw else None
+
+
+class CampaignViews:
+    """GET /v1/campaigns/{id}: a per-worker cache so a spike of reads costs Redis little."""
+
+    def __init__(self, redis: Any, clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self._clock = clock
+        self._cache: dict[str, tuple[float, CampaignView | None]] = {}
+
+    async def get(self, campaign_id: str) -> CampaignView | None:
+        now = self._clock()
+        hit = self._cache.get(campaign_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        fields = await load_campaign(self._redis, campaign_id)
+        view = None
+        if fields is not None:
+            view = CampaignView(
+                campaign_id=campaign_id,
+                state=campaign_state(fields, int(now * 1000)),
+                starts_at=rfc3339_s(int(fields["starts_ms"])),
+                ends_at=rfc3339_s(int(fields["ends_ms"])),
+                stock_left=int(fields["stock_left"]),
+            )
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[campaign_id] = (now + CACHE_S, view)
+        return view
+
+
+async def campaign_stats(redis: Any, campaign_id: str) -> dict[str, Any] | None:
+    """The admin stats document; None when there is no such campaign."""
+    tag = keys.shard_tag(campaign_id)
+    fields = await load_campaign(redis, campaign_id)
+    if fields is None:
+        return None
+    rejected = _text(await redis_call("stats", redis.hgetall(keys.rejections(tag, campaign_id))))
+    return {
+        "campaign_id": campaign_id,
+        "stock_added": int(fields["stock_added"]),
+        "stock_left": int(fields["stock_left"]),
+        "granted": int(fields["granted"]),
+        "redeemed": int(fields["redeemed"]),
+        "rejected": {code: int(n) for code, n in sorted(rejected.items())},
+    }

@@ -1,0 +1,293 @@
+"""The claim decision: local answers first, then one atomic Redis call.
+
+In process, before Redis: a request already in flight with the same Idempotency-Key (409), an
+identity the pre-filter knows is over a limit (429), a blocked list entry (403), a campaign whose
+sold-out flag is up (409, after one cheap look for a stored idempotency record so a retried
+grant still replays). Everything else — idempotency, limits, velocity rules, campaign state,
+allowances, stock, the voucher and the outbox event — is `lua/claim.lua`, one EVALSHA.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import codes, keys, metrics
+from gateway.errors import ApiError, business
+from gateway.models import ClaimGranted, ClaimRequest, VoucherOut, encoder
+from gateway.redis_errors import redis_call
+from gateway.settings import Settings
+from gateway.timefmt import rfc3339_ms
+from ratelimit.prefilter import LocalBlocks
+from ratelimit.rules import Limit, limit_key
+from risk.lists import RiskLists
+from risk.rules import KINDS, RiskRule, velocity_key
+from risk.signing import NONCE_TTL_S, nonce_key_suffix
+
+IDEMPOTENCY_TTL_S = 86_400
+SOLD_OUT_FLAG_S = 0.5  # < 1 s, so stock added (or a pause) later is seen within a second
+SEP = "\x1f"
+
+GRANTED, REPLAY, KEY_REUSED, NONCE_SPENT, NOT_FOUND, RATE_LIMITED = range(6)
+REJECTIONS = {
+    6: "risk_denied",
+    7: "challenge_required",
+    8: "campaign_not_active",
+    9: "limit_reached",
+    10: "sold_out",
+}
+
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: the authenticated client, the end user's IP, the request id."""
+
+    client_id: str
+    ip: str
+    request_id: str
+    nonce: str | None = None
+
+
+@dataclass(slots=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def fingerprint(*parts: str) -> str:
+    """A short digest of what makes two requests 'the same' for idempotency."""
+    return hashlib.blake2b(SEP.join(parts).encode(), digest_size=8).hexdigest()
+
+
+def identity(by: str, req: ClaimRequest | Any, caller: Caller) -> str:
+    if by == "ip":
+        return caller.ip
+    if by == "device":
+        return str(req.device_id)
+    if by == "user":
+        return str(req.user_id)
+    return caller.client_id
+
+
+def rate_limited(limit: Limit, retry_after_ms: float) -> ApiError:
+    """429 with Retry-After and the RateLimit-* headers (seconds, rounded up, at least 1)."""
+    seconds = str(max(1, math.ceil(retry_after_ms / 1000)))
+    return business(
+        "rate_limited",
+        {
+            "Retry-After": seconds,
+            "RateLimit-Limit": str(limit.limit),
+            "RateLimit-Remaining": "0",
+            "RateLimit-Reset": seconds,
+        },
+    )
+
+
+class ClaimDesk:
+    """Decides claims for one worker; holds the worker's local caches."""
+
+    def __init__(
+        self,
+        redis: Any,
+        scripts: Any,
+        settings: Settings,
+        lists: RiskLists,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis
+        self._script = scripts.claim
+        self._lists = lists
+        self._clock = clock
+        self._limits = list(settings.limits.get("claim", []))
+        self._rules: list[RiskRule] = [
+            r for r in settings.risk_rules if KINDS[r.kind].route == "claim"
+        ]
+        self._stream_max_len = str(settings.redis.stream_max_len)
+        self._soldout_until: dict[str, float] = {}
+        self._in_flight: set[tuple[str, str]] = set()
+        self.prefilter = LocalBlocks()
+
+    async def decide(
+        self, campaign_id: str, req: ClaimRequest, caller: Caller, idem_key: str
+    ) -> Answer:
+        """One claim's answer; raises ApiError for every non-201 outcome."""
+        flight = (caller.client_id, campaign_id + SEP + idem_key)
+        if flight in self._in_flight:
+            raise business("request_in_progress")
+        self._in_flight.add(flight)
+        try:
+            return await self._decide(campaign_id, req, caller, idem_key)
+        finally:
+            self._in_flight.discard(flight)
+
+    async def _decide(
+        self, campaign_id: str, req: ClaimRequest, caller: Caller, idem_key: str
+    ) -> Answer:
+        now = self._clock()
+        tag = keys.shard_tag(campaign_id)
+        limit_keys = [
+            keys.campaign_scoped(
+                tag, campaign_id, limit_key("claim", lim, identity(lim.by, req, caller))
+            )
+            for lim in self._limits
+        ]
+        self._check_local(req, caller, limit_keys, now)
+        idem_redis_key = keys.idempotency(tag, "claim", caller.client_id, idem_key)
+        fp = fingerprint(campaign_id, req.user_id, req.device_id)
+        if await self._sold_out_locally(campaign_id, idem_redis_key, now):
+            metrics.soldout_local.inc()
+            metrics.claims.labels("sold_out").inc()
+            raise business("sold_out")
+
+        code = codes.new_voucher_code(tag)
+        claim_id = codes.claim_id_for(code)
+        rules = [] if self._lists.is_allowed(req.user_id) else self._rules
+        rule_keys, rule_args = self._rule_args(tag, campaign_id, req, caller, rules)
+        limit_args: list[Any] = []
+        for lim in self._limits:
+            limit_args += [lim.limit, lim.window_s * 1000]
+        nonce_key = keys.nonce(tag, nonce_key_suffix(caller.client_id, caller.nonce or "-"))
+        now_ms = int(now * 1000)
+        result = await redis_call(
+            "claim",
+            self._script(
+                keys=[
+                    keys.campaign(tag, campaign_id),
+                    keys.rejections(tag, campaign_id),
+                    keys.user_grants(tag, campaign_id),
+                    keys.device_grants(tag, campaign_id),
+                    idem_redis_key,
+                    keys.voucher(tag, code),
+                    keys.events(tag),
+                    nonce_key,
+                    *limit_keys,
+                    *rule_keys,
+                ],
+                args=[
+                    now_ms, fp, code, claim_id, codes.mask_code(code), campaign_id,
+                    req.user_id, req.device_id, caller.ip, caller.request_id, caller.client_id,
+                    IDEMPOTENCY_TTL_S, 1 if caller.nonce else 0, NONCE_TTL_S * 1000,
+                    self._stream_max_len, len(self._limits), len(rules), rfc3339_ms(now_ms),
+                    *limit_args, *rule_args,
+                ],
+            ),
+        )
+        return self._answer(result, campaign_id, req, code, claim_id, limit_keys, rules, now)
+
+    def _check_local(
+        self, req: ClaimRequest, caller: Caller, limit_keys: list[str], now: float
+    ) -> None:
+        for lim, key in zip(self._limits, limit_keys, strict=True):
+            left = self.prefilter.blocked_for(key, now)
+            if left > 0:
+                metrics.ratelimit_rejections.labels("claim", lim.by, "local").inc()
+                metrics.claims.labels("rate_limited").inc()
+                raise rate_limited(lim, left * 1000)
+        blocked = self._lists.blocked_by(req.user_id, req.device_id, caller.ip)
+        if blocked is not None:
+            metrics.risk_decisions.labels(blocked, "deny", "enforce").inc()
+            metrics.claims.labels("risk_denied").inc()
+            raise business("risk_denied")
+
+    async def _sold_out_locally(self, campaign_id: str, idem_redis_key: str, now: float) -> bool:
+        until = self._soldout_until.get(campaign_id)
+        if until is None:
+            return False
+        if until <= now:
+            del self._soldout_until[campaign_id]
+            return False
+        # A retried grant must still replay: only a key never seen is answered from memory.
+        return not await redis_call("claim_idem_probe", self._redis.exists(idem_redis_key))
+
+    def _rule_args(
+        self,
+        tag: str,
+        campaign_id: str,
+        req: ClaimRequest,
+        caller: Caller,
+        rules: list[RiskRule],
+    ) -> tuple[list[str], list[Any]]:
+        rule_keys: list[str] = []
+        args: list[Any] = []
+        for rule in rules:
+            kind = KINDS[rule.kind]
+            suffix = velocity_key(rule, identity(kind.per, req, caller))
+            rule_keys.append(keys.campaign_scoped(tag, campaign_id, suffix))
+            counting = "distinct" if kind.counts == "distinct" else "count"
+            member = identity(kind.member, req, caller) if kind.member else ""
+            effect = "shadow" if rule.mode == "shadow" else rule.decision
+            args += [rule.id, counting, rule.threshold, rule.window_s * 1000, member, effect]
+        return rule_keys, args
+
+    def _answer(
+        self,
+        result: list[Any],
+        campaign_id: str,
+        req: ClaimRequest,
+        code: str,
+        claim_id: str,
+        limit_keys: list[str],
+        rules: list[RiskRule],
+        now: float,
+    ) -> Answer:
+        outcome = int(result[0])
+        for index in result[3]:
+            rule = rules[int(index) - 1]
+            metrics.risk_decisions.labels(rule.id, rule.decision, rule.mode).inc()
+        if outcome == GRANTED:
+            metrics.claims.labels("granted").inc()
+            metrics.stock_left.labels(campaign_id).set(int(result[2]))
+            return self._granted(campaign_id, req.user_id, code, claim_id, int(result[1]))
+        if outcome == REPLAY:
+            return self._replay(campaign_id, req.user_id, result[1])
+        if outcome == RATE_LIMITED:
+            lim = self._limits[int(result[1]) - 1]
+            retry_ms = int(result[2])
+            self.prefilter.block(limit_keys[int(result[1]) - 1], now + retry_ms / 1000)
+            metrics.ratelimit_rejections.labels("claim", lim.by, "redis").inc()
+            metrics.claims.labels("rate_limited").inc()
+            raise rate_limited(lim, retry_ms)
+        error = self._rejection(outcome)
+        if error.code == "sold_out":
+            self._soldout_until[campaign_id] = now + SOLD_OUT_FLAG_S
+        metrics.claims.labels(error.code).inc()
+        raise error
+
+    @staticmethod
+    def _rejection(outcome: int) -> ApiError:
+        if outcome == KEY_REUSED:
+            return business("idempotency_key_reused")
+        if outcome == NONCE_SPENT:
+            return ApiError(401, "unauthorized", "request signature nonce already used")
+        if outcome == NOT_FOUND:
+            return business("campaign_not_found")
+        return business(REJECTIONS[outcome])
+
+    @staticmethod
+    def _granted(campaign_id: str, user_id: str, code: str, claim_id: str, expires_ms: int) -> Answer:
+        body = ClaimGranted(
+            claim_id=claim_id,
+            campaign_id=campaign_id,
+            user_id=user_id,
+            voucher=VoucherOut(code=code, expires_at=rfc3339_ms(expires_ms)),
+        )
+        return Answer(201, encoder.encode(body))
+
+    def _replay(self, campaign_id: str, user_id: str, record: bytes | str) -> Answer:
+        text = record.decode() if isinstance(record, bytes) else record
+        _fp, outcome, *rest = text.split(SEP)
+        metrics.idempotent_replays.inc()
+        if int(outcome) == GRANTED:
+            code, expires_ms = rest
+            answer = self._granted(campaign_id, user_id, code, codes.claim_id_for(code), int(expires_ms))
+            answer.headers["Idempotent-Replayed"] = "true"
+            return answer
+        error = business(REJECTIONS[int(outcome)], {"Idempotent-Replayed": "true"})
+        error.request_id = rest[0]
+        raise error

@@ -1,0 +1,83 @@
+"""Known failure kinds, raised anywhere in a request and turned into the error envelope."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class ApiError(Exception):
+    """An answer with the SPEC's envelope: status, snake_case code, human message."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        # Set on a replayed rejection: the answer carries the first request's id.
+        self.request_id: str | None = None
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(400, "invalid_request", message)
+
+
+def unauthorized(message: str = "missing or unknown credentials") -> ApiError:
+    return ApiError(401, "unauthorized", message)
+
+
+def unavailable() -> ApiError:
+    return ApiError(503, "unavailable", "state store unreachable; retry shortly", {"Retry-After": "1"})
+
+
+# The message for each business code; one place so replays and live answers read the same.
+MESSAGES = {
+    "sold_out": "the campaign has no stock left",
+    "limit_reached": "this user or device already has its allowance for this campaign",
+    "campaign_not_active": "the campaign is paused, not started or ended",
+    "campaign_not_found": "no such campaign",
+    "rate_limited": "too many requests; retry after the indicated time",
+    "risk_denied": "request denied",
+    "challenge_required": "a challenge is required before this request can proceed",
+    "idempotency_key_reused": "this Idempotency-Key was used with a different request",
+    "request_in_progress": "a request with this Idempotency-Key is still being decided",
+    "overloaded": "the gateway is shedding load; retry shortly",
+    "voucher_not_found": "no such voucher for this user",
+    "voucher_redeemed": "the voucher has already been redeemed",
+    "voucher_frozen": "the voucher is frozen",
+    "voucher_expired": "the voucher has expired",
+    "suppliers_unavailable": "no supplier can deliver right now; the voucher stays redeemable",
+    "pool_empty": "no card secrets left to deliver; the voucher stays redeemable",
+    "redemption_not_found": "no such redemption",
+}
+
+STATUS = {
+    "sold_out": 409,
+    "limit_reached": 409,
+    "campaign_not_active": 409,
+    "campaign_not_found": 404,
+    "rate_limited": 429,
+    "risk_denied": 403,
+    "challenge_required": 403,
+    "idempotency_key_reused": 422,
+    "request_in_progress": 409,
+    "overloaded": 503,
+    "voucher_not_found": 404,
+    "voucher_redeemed": 409,
+    "voucher_frozen": 409,
+    "voucher_expired": 409,
+    "suppliers_unavailable": 503,
+    "pool_empty": 503,
+    "redemption_not_found": 404,
+}
+
+
+def business(code: str, headers: Mapping[str, str] | None = None) -> ApiError:
+    """The ApiError for a business outcome code, with its fixed status and message."""
+    return ApiError(STATUS[code], code, MESSAGES[code], headers)

@@ -1,0 +1,77 @@
+"""Public routes, thin: decode -> decide -> encode."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import metrics
+from gateway.claim import Caller
+from gateway.errors import business
+from gateway.intake import decode, idempotency_key, json_response, path_id, read_body, require_json
+from gateway.middlewares import REQUEST_ID
+from gateway.models import claim_decoder
+from gateway.openapi import OPENAPI_JSON
+from gateway.services import SERVICES, Services
+
+
+async def _intake(request: web.Request, services: Services) -> tuple[Caller, bytes]:
+    """Auth, content type, body and signature: what every POST of the public API shares."""
+    client = services.clients.authenticate(request)
+    require_json(request)
+    server = services.settings.server
+    body = await read_body(request, server.max_body_bytes, server.body_timeout_s)
+    nonce = services.clients.check_signature(client, request, body)
+    caller = Caller(client.id, services.client_ip(request), request[REQUEST_ID], nonce)
+    return caller, body
+
+
+async def claim(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    campaign_id = path_id(request, "campaign_id")
+    caller, body = await _intake(request, services)
+    key = idempotency_key(request)
+    claim_request = decode(claim_decoder, body)
+    answer = await services.claims.decide(campaign_id, claim_request, caller, key)
+    return web.Response(
+        status=answer.status, body=answer.body, content_type="application/json", headers=answer.headers
+    )
+
+
+async def get_campaign(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    services.clients.authenticate(request)
+    view = await services.views.get(path_id(request, "campaign_id"))
+    if view is None:
+        raise business("campaign_not_found")
+    return json_response(view)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    if await services.ready():
+        return json_response({"status": "ready"})
+    return json_response({"status": "not_ready", "redis": "unreachable or scripts missing"}, 503)
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    body, content_type = metrics.render()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI_JSON, content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/campaigns/{campaign_id}/claims", claim)
+    app.router.add_get("/v1/campaigns/{campaign_id}", get_campaign)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_text)
+    app.router.add_get("/openapi.json", openapi)

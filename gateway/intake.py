@@ -1,0 +1,73 @@
+"""Reading a request safely: body size and time limits, content type, ids, the idempotency key."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from gateway.errors import ApiError, invalid
+from gateway.models import describe_decode_error
+
+T = TypeVar("T")
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def require_json(request: web.Request) -> None:
+    """415 unless the body is declared application/json (any charset parameter is fine)."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
+
+
+async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole body, or 413 past max_bytes, or 408 (connection closed) when it trickles."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise ApiError(413, "payload_too_large", f"body exceeds {max_bytes} bytes")
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError:
+        # A client trickling its body must not hold the worker: answer and drop the connection.
+        error = ApiError(408, "request_timeout", "request body not received in time")
+        error.headers["Connection"] = "close"
+        raise error from None
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "payload_too_large", f"body exceeds {max_bytes} bytes") from None
+
+
+def idempotency_key(request: web.Request) -> str:
+    """The Idempotency-Key header: required, 1-255 visible ASCII characters."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        raise invalid("Idempotency-Key header is required")
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise invalid("Idempotency-Key must be 1-255 visible ASCII characters")
+    return key
+
+
+def path_id(request: web.Request, name: str) -> str:
+    """A path id: 1-128 characters, no control characters; else 400."""
+    value = request.match_info[name]
+    if not 1 <= len(value) <= 128 or _CONTROL.search(value):
+        raise invalid(f"{name} must be 1-128 characters with no control characters")
+    return value
+
+
+def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """The typed body, or 400 invalid_request saying what is wrong."""
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise invalid(describe_decode_error(exc)) from None
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    from gateway.models import encoder
+
+    return web.Response(status=status, body=encoder.encode(payload), content_type="application/json")

@@ -1,0 +1,88 @@
+"""Every Redis key the gateway touches, in one table.
+
+Keys that one script call touches share a hash tag, so every call is single-slot in a cluster:
+- a campaign's keys carry the campaign's *shard tag* `{XY}`: two Crockford characters derived
+  from the campaign id (1,024 tags). Voucher codes and redemption ids start with the same two
+  characters, so the redeem path finds the slot from the code alone, with no lookup;
+- the redeem guard's counters (failed attempts per IP/device, redeem-route limits) share `{rg}`;
+- global, rarely written keys (campaign registry, risk lists, breaker state) live outside the hot
+  path and need no shared tag.
+Variable parts come last; client ids cannot contain ':' (config validation), so keys with two
+variable parts stay unambiguous.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+CAMPAIGNS = "gw:campaigns"  # set of campaign ids (admin, tail and stats)
+EVENT_STREAMS = "gw:event-streams"  # set of stream keys that carry events
+ADMIN_EVENTS = "gw:{admin}:events"  # admin changes not tied to a campaign
+GUARD_TAG = "rg"
+
+
+def shard_tag(campaign_id: str) -> str:
+    """Two Crockford characters, stable for a campaign id: its slot in a cluster."""
+    n = zlib.crc32(campaign_id.encode()) & 0x3FF
+    return CROCKFORD[n >> 5] + CROCKFORD[n & 31]
+
+
+def campaign(tag: str, campaign_id: str) -> str:
+    return f"gw:{{{tag}}}:c:{campaign_id}"
+
+
+def rejections(tag: str, campaign_id: str) -> str:
+    return f"gw:{{{tag}}}:rej:{campaign_id}"
+
+
+def user_grants(tag: str, campaign_id: str) -> str:
+    return f"gw:{{{tag}}}:u:{campaign_id}"
+
+
+def device_grants(tag: str, campaign_id: str) -> str:
+    return f"gw:{{{tag}}}:d:{campaign_id}"
+
+
+def card_pool(tag: str, campaign_id: str) -> str:
+    return f"gw:{{{tag}}}:cards:{campaign_id}"
+
+
+def idempotency(tag: str, route: str, client_id: str, key: str) -> str:
+    return f"gw:{{{tag}}}:i:{route}:{client_id}:{key}"
+
+
+def voucher(tag: str, code: str) -> str:
+    return f"gw:{{{tag}}}:v:{code}"
+
+
+def redemption(tag: str, redemption_id: str) -> str:
+    return f"gw:{{{tag}}}:r:{redemption_id}"
+
+
+def pending(tag: str) -> str:
+    """Sorted set of redemptions in flight (score: ms when they need a look)."""
+    return f"gw:{{{tag}}}:pending"
+
+
+def events(tag: str) -> str:
+    return f"gw:{{{tag}}}:events"
+
+
+def nonce(tag: str, suffix: str) -> str:
+    return f"gw:{{{tag}}}:{suffix}"
+
+
+def scoped(tag: str, suffix: str) -> str:
+    """A limit or risk-counter key in a tag's slot (suffix from ratelimit/risk key builders)."""
+    return f"gw:{{{tag}}}:{suffix}"
+
+
+def campaign_scoped(tag: str, campaign_id: str, suffix: str) -> str:
+    """A per-campaign limit or risk-counter key; the length prefix keeps any id unambiguous."""
+    return f"gw:{{{tag}}}:k:{len(campaign_id)}:{campaign_id}:{suffix}"
+
+
+def all_tags() -> list[str]:
+    return [a + b for a in CROCKFORD for b in CROCKFORD]

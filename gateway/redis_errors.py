@@ -1,0 +1,28 @@
+"""The edge between the gateway and Redis: timing, and 'Redis is down' as 503 unavailable."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from redis.exceptions import BusyLoadingError, ConnectionError, RedisClusterException, TimeoutError
+
+from gateway import metrics
+from gateway.errors import unavailable
+
+T = TypeVar("T")
+
+UNREACHABLE = (ConnectionError, TimeoutError, BusyLoadingError, RedisClusterException, OSError)
+
+
+async def redis_call(name: str, call: Awaitable[T]) -> T:
+    """Await one Redis call; unreachable Redis becomes ApiError 503, anything else surfaces."""
+    started = time.perf_counter()
+    try:
+        result = await call
+    except UNREACHABLE as exc:
+        metrics.redis_errors.labels(name).inc()
+        raise unavailable() from exc
+    metrics.redis_latency.labels(name).observe(time.perf_counter() - started)
+    return result

@@ -1,0 +1,58 @@
+"""Loads the Lua scripts once, joining library chunks before each script body.
+
+Library chunks (`ratelimit/sliding_window.lua`, `risk/velocity.lua`) only define local
+functions; a script is their concatenation plus its own body, so one EVALSHA carries the whole
+decision. redis-py's Script reloads on NOSCRIPT (after a Redis restart) and retries once.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from redis.commands.core import AsyncScript
+
+LIBRARIES = (("ratelimit", "sliding_window.lua"), ("risk", "velocity.lua"))
+
+
+def read_lua(package: str, name: str) -> str:
+    """The text of a .lua file shipped next to a package's code."""
+    return resources.files(package).joinpath(name).read_text(encoding="utf-8")
+
+
+def joined(name: str) -> str:
+    """The source of gateway/lua/<name> with every library chunk before it."""
+    parts = [read_lua(package, file) for package, file in LIBRARIES]
+    parts.append(read_lua("gateway", f"lua/{name}"))
+    return "\n".join(parts)
+
+
+class Scripts:
+    """Every script the gateway calls, registered once per Redis client."""
+
+    NAMES = ("claim", "admin_campaign", "admin_stock", "admin_state")
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+        self.by_name: dict[str, AsyncScript] = {
+            name: redis.register_script(joined(f"{name}.lua")) for name in self.NAMES
+        }
+
+    def __getattr__(self, name: str) -> AsyncScript:
+        try:
+            return self.__dict__["by_name"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    async def load_all(self) -> None:
+        """Load every script into Redis (all primaries in a cluster) so the first call is EVALSHA."""
+        for script in self.by_name.values():
+            script.sha = await self._redis.script_load(script.script)
+
+    async def all_loaded(self) -> bool:
+        """True when Redis answers and holds every script (the readiness check)."""
+        shas = [s.sha for s in self.by_name.values() if s.sha]
+        if len(shas) != len(self.by_name):
+            return False
+        found = await self._redis.script_exists(*shas)
+        return all(found)

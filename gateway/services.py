@@ -1,0 +1,85 @@
+"""Everything one worker holds: the Redis client, scripts, local caches, background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from gateway.auth import ClientIp, Clients
+from gateway.campaigns import CampaignViews
+from gateway.claim import ClaimDesk
+from gateway.redis_conn import connect
+from gateway.redis_errors import UNREACHABLE
+from gateway.scripts import Scripts
+from gateway.settings import Settings
+from risk.lists import RiskListCache
+
+log = logging.getLogger("gateway.services")
+LISTS_REFRESH_S = 0.5
+
+
+class Services:
+    """Built by create_app; started and closed by the public app's cleanup context."""
+
+    def __init__(self, settings: Settings, redis_url: str, data_key: bytes | None = None) -> None:
+        self.settings = settings
+        self.redis_url = redis_url
+        self.data_key = data_key
+        self.clients = Clients(settings.clients)
+        self.client_ip = ClientIp(settings.server.trusted_proxies)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Connect, load scripts (tolerating Redis being down: /readyz says so) and start tasks."""
+        self.redis: Any = connect(self.redis_url, self.settings.redis.timeout_s)
+        self.scripts = Scripts(self.redis)
+        await self._load_scripts()
+        self.lists = RiskListCache()
+        self.claims = ClaimDesk(self.redis, self.scripts, self.settings, self.lists.lists)
+        self.views = CampaignViews(self.redis)
+        self._spawn(self._refresh_lists())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(coro))
+
+    async def _load_scripts(self) -> bool:
+        try:
+            await self.scripts.load_all()
+        except UNREACHABLE:
+            log.warning("redis unreachable; scripts will load when it answers")
+            return False
+        return True
+
+    async def _refresh_lists(self) -> None:
+        while True:
+            try:
+                await self.lists.refresh_if_changed(self.redis)
+            except UNREACHABLE:
+                pass
+            except Exception:
+                log.exception("risk list refresh failed")
+            await asyncio.sleep(LISTS_REFRESH_S)
+
+    async def ready(self) -> bool:
+        """Redis answers and holds every script (loading them if a restart lost them)."""
+        try:
+            await self.redis.ping()
+            return await self.scripts.all_loaded() or await self._load_scripts()
+        except UNREACHABLE:
+            return False
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.redis.aclose()
+
+
+SERVICES = web.AppKey("services", Services)

@@ -1,0 +1,264 @@
+"""The gateway's one TOML file, decoded into typed Structs and validated when loaded.
+
+Every error names the key path (`server.port`, `clients[1].api_key`, ...), at start-up and in
+`gateway check-config` alike. Secrets may come from the environment instead of the file:
+`GATEWAY_ADMIN_TOKEN`, `GATEWAY_DATA_KEY`, `GATEWAY_CLIENT_<ID>_API_KEY`,
+`GATEWAY_CLIENT_<ID>_SECRET` (ID upper-cased, `-` and `.` as `_`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from ratelimit.rules import Limit, validate_limits
+from risk.rules import RiskRule, merge_rules, validate_rules
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message starts with the offending key path."""
+
+
+class Server(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "0.0.0.0"
+    port: int = 8080
+    admin_port: int = 8081
+    workers: int = 1
+    trusted_proxies: list[str] = []
+    max_body_bytes: int = 16_384
+    # Past this many requests in flight in one worker, new ones are shed with 503 overloaded.
+    max_in_flight: int = 4_096
+    # Slow clients: a connection idle, or still sending its request headers, is closed after
+    # keepalive_timeout_s; a body not fully received within body_timeout_s gets 408 and a close.
+    keepalive_timeout_s: float = 5.0
+    body_timeout_s: float = 5.0
+    shutdown_timeout_s: float = 10.0
+
+
+class Redis(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: str = "embedded"
+    data_dir: str = "var"
+    timeout_s: float = 1.0
+    # Events beyond this many per stream are trimmed (approximately) by XADD MAXLEN ~.
+    stream_max_len: int = 1_000_000
+
+
+class Admin(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    token: str = ""
+
+
+class Security(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    data_key: str = ""
+
+
+class Client(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: str
+    api_key: str = ""
+    require_signature: bool = False
+    secret: str = ""
+
+
+class Supplier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: str
+    base_url: str
+    timeout_s: float = 3.0
+    max_concurrency: int = 64
+    priority: int = 1
+
+
+class Risk(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    rules: list[RiskRule] = []
+
+
+class Redemption(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # A reservation older than this with no settled outcome is swept (returned or settled).
+    sweep_after_s: float = 30.0
+    sweep_interval_s: float = 5.0
+    reconcile_interval_s: float = 2.0
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    server: Server = Server()
+    redis: Redis = Redis()
+    admin: Admin = Admin()
+    security: Security = Security()
+    clients: list[Client] = []
+    suppliers: list[Supplier] = []
+    limits: dict[str, list[Limit]] = {}
+    risk: Risk = Risk()
+    redemption: Redemption = Redemption()
+
+    @property
+    def risk_rules(self) -> list[RiskRule]:
+        """The safe defaults plus the configured rules (a rule replaces the default of its kind)."""
+        return merge_rules(self.risk.rules)
+
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, decode and validate one TOML file; raise ConfigError naming the bad key."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from exc
+    return parse(raw, env)
+
+
+def parse(raw: bytes | str, env: Mapping[str, str] | None = None) -> Settings:
+    """Decode TOML text into Settings with environment overrides applied, then validate."""
+    try:
+        settings = msgspec.toml.decode(raw, type=Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_msgspec_message(str(exc))) from exc
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"config: not valid TOML: {exc}") from exc
+    settings = _apply_env(settings, os.environ if env is None else env)
+    validate(settings)
+    return settings
+
+
+def _msgspec_message(text: str) -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.server.port`"; lead with the key path.
+    match = re.search(r" - at `\$\.?(.*)`$", text)
+    if not match:
+        return f"config: {text}"
+    where = match.group(1) or "(top level)"
+    what = text[: match.start()]
+    return f"{where}: {what}"
+
+
+def _env_name(client_id: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", client_id.upper())
+
+
+def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
+    admin = settings.admin
+    if env.get("GATEWAY_ADMIN_TOKEN"):
+        admin = msgspec.structs.replace(admin, token=env["GATEWAY_ADMIN_TOKEN"])
+    security = settings.security
+    if env.get("GATEWAY_DATA_KEY"):
+        security = msgspec.structs.replace(security, data_key=env["GATEWAY_DATA_KEY"])
+    clients = []
+    for client in settings.clients:
+        prefix = f"GATEWAY_CLIENT_{_env_name(client.id)}_"
+        api_key = env.get(prefix + "API_KEY") or client.api_key
+        secret = env.get(prefix + "SECRET") or client.secret
+        clients.append(msgspec.structs.replace(client, api_key=api_key, secret=secret))
+    return msgspec.structs.replace(settings, admin=admin, security=security, clients=clients)
+
+
+def validate(settings: Settings) -> None:
+    """Check what types alone cannot; raise ConfigError naming the first bad key."""
+    _validate_server(settings.server)
+    _validate_redis(settings.redis)
+    if not settings.admin.token:
+        raise ConfigError("admin.token: required (or set GATEWAY_ADMIN_TOKEN)")
+    if settings.security.data_key:
+        data_key_bytes(settings.security.data_key)
+    _validate_clients(settings.clients)
+    _validate_suppliers(settings.suppliers)
+    try:
+        validate_limits(settings.limits)
+        validate_rules(settings.risk.rules)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _validate_server(server: Server) -> None:
+    for key in ("port", "admin_port"):
+        value = getattr(server, key)
+        if not 0 <= value <= 65535:
+            raise ConfigError(f"server.{key}: must be 0..65535, got {value}")
+    if server.port == server.admin_port and server.port != 0:
+        raise ConfigError("server.admin_port: must differ from server.port")
+    if not 1 <= server.workers <= 256:
+        raise ConfigError(f"server.workers: must be 1..256, got {server.workers}")
+    if server.max_body_bytes < 256:
+        raise ConfigError("server.max_body_bytes: must be >= 256")
+    if server.max_in_flight < 1:
+        raise ConfigError("server.max_in_flight: must be >= 1")
+    for key in ("body_timeout_s", "keepalive_timeout_s", "shutdown_timeout_s"):
+        if getattr(server, key) <= 0:
+            raise ConfigError(f"server.{key}: must be > 0")
+    for i, proxy in enumerate(server.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"server.trusted_proxies[{i}]: not an address or CIDR: {proxy!r}") from exc
+
+
+def _validate_redis(redis: Redis) -> None:
+    url = redis.url
+    if url != "embedded" and not url.startswith(
+        ("redis://", "rediss://", "unix://", "redis+cluster://")
+    ):
+        raise ConfigError(
+            f"redis.url: must be 'embedded', redis://, rediss://, unix:// or "
+            f"redis+cluster://, got {url!r}"
+        )
+    if redis.timeout_s <= 0:
+        raise ConfigError("redis.timeout_s: must be > 0")
+    if redis.stream_max_len < 1000:
+        raise ConfigError("redis.stream_max_len: must be >= 1000")
+
+
+def _validate_clients(clients: list[Client]) -> None:
+    seen_ids: set[str] = set()
+    seen_keys: set[str] = set()
+    for i, client in enumerate(clients):
+        where = f"clients[{i}]"
+        if not _ID_RE.match(client.id):
+            raise ConfigError(f"{where}.id: 1-64 of A-Z a-z 0-9 _ . -, got {client.id!r}")
+        if client.id in seen_ids:
+            raise ConfigError(f"{where}.id: duplicate client id {client.id!r}")
+        if not client.api_key:
+            raise ConfigError(f"{where}.api_key: required (or set GATEWAY_CLIENT_..._API_KEY)")
+        if client.api_key in seen_keys:
+            raise ConfigError(f"{where}.api_key: the same key is given to two clients")
+        if client.require_signature and not client.secret:
+            raise ConfigError(f"{where}.secret: required when require_signature = true")
+        seen_ids.add(client.id)
+        seen_keys.add(client.api_key)
+
+
+def _validate_suppliers(suppliers: list[Supplier]) -> None:
+    seen: set[str] = set()
+    for i, supplier in enumerate(suppliers):
+        where = f"suppliers[{i}]"
+        if not _ID_RE.match(supplier.id):
+            raise ConfigError(f"{where}.id: 1-64 of A-Z a-z 0-9 _ . -, got {supplier.id!r}")
+        if supplier.id in seen:
+            raise ConfigError(f"{where}.id: duplicate supplier id {supplier.id!r}")
+        if not supplier.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.base_url: must be an http(s) URL")
+        if supplier.timeout_s <= 0:
+            raise ConfigError(f"{where}.timeout_s: must be > 0")
+        if supplier.max_concurrency < 1:
+            raise ConfigError(f"{where}.max_concurrency: must be >= 1")
+        if supplier.priority < 1:
+            raise ConfigError(f"{where}.priority: must be >= 1")
+        seen.add(supplier.id)
+
+
+def data_key_bytes(value: str) -> bytes:
+    """Decode a base64 AES-256 key; raise ConfigError unless it is exactly 32 bytes."""
+    try:
+        key = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError("security.data_key: not valid base64") from exc
+    if len(key) != 32:
+        raise ConfigError(f"security.data_key: must decode to 32 bytes, got {len(key)}")
+    return key
+
+
+Route = Literal["claim", "redeem"]
