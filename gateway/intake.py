@@ -65,6 +65,8 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         return decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise invalid(describe_decode_error(exc)) from None
+    except UnicodeDecodeError:
+        raise invalid("body is not valid UTF-8") from None
 
 
 def json_response(payload: Any, status: int = 200) -> web.Response:

