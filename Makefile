@@ -27,5 +27,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+loadtest: install
+	$(BIN)/python -m loadtests.run $(LOADTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache

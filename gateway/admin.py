@@ -12,12 +12,19 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import keys
+from gateway import codes, keys
+from gateway.cards import seal
 from gateway.auth import admin_token_ok
 from gateway.campaigns import campaign_stats, campaign_state, load_campaign
 from gateway.errors import ApiError, business, invalid, unauthorized
 from gateway.intake import decode, json_response, path_id, read_body, require_json
-from gateway.models import CampaignPut, campaign_decoder, list_decoder, stock_decoder
+from gateway.models import (
+    CampaignPut,
+    campaign_decoder,
+    cards_decoder,
+    list_decoder,
+    stock_decoder,
+)
 from gateway.redis_errors import redis_call
 from gateway.services import SERVICES, Services
 from gateway.timefmt import rfc3339_ms, rfc3339_s, to_ms
@@ -199,6 +206,82 @@ async def put_risk_list(request: web.Request) -> web.Response:
     return json_response({"list": name, "added": len(add), "removed": len(remove), "size": size})
 
 
+async def add_cards(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    campaign_id = path_id(request, "campaign_id")
+    upload = decode(cards_decoder, await _body(request, services))
+    if services.data_key is None:
+        raise ApiError(503, "unavailable", "no data key configured for card secrets")
+    tag = keys.shard_tag(campaign_id)
+    sealed = [seal(services.data_key, campaign_id, c.card_no, c.secret) for c in upload.cards]
+    _, now_text = _now()
+    size = await redis_call(
+        "admin_cards",
+        services.scripts.card_add(
+            keys=[keys.campaign(tag, campaign_id), keys.card_pool(tag, campaign_id),
+                  keys.events(tag)],
+            args=[campaign_id, now_text, services.settings.redis.stream_max_len, *sealed],
+        ),
+    )
+    if size < 0:
+        raise business("campaign_not_found")
+    # Counts only: card numbers and secrets never appear in answers, logs or events.
+    return json_response({"campaign_id": campaign_id, "added": len(sealed), "pool_size": size})
+
+
+VOUCHER_RESULTS = {0: "voucher_not_found", 2: "voucher_redeemed", 3: "request_in_progress"}
+
+
+def _voucher_state(action: str) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        services = request.app[SERVICES]
+        code = codes.normalise_code(request.match_info["code"])
+        if code is None:
+            raise business("voucher_not_found")
+        tag = codes.code_tag(code)
+        _, now_text = _now()
+        result = await redis_call(
+            "admin_voucher",
+            services.scripts.voucher_state(
+                keys=[keys.voucher(tag, code), keys.events(tag)],
+                args=[action, now_text, services.settings.redis.stream_max_len,
+                      codes.mask_code(code)],
+            ),
+        )
+        if result != 1:
+            raise business(VOUCHER_RESULTS[int(result)])
+        state = "frozen" if action == "freeze" else "issued"
+        return json_response({"voucher_code": code, "state": state})
+
+    return handler
+
+
+async def list_suppliers(request: web.Request) -> web.Response:
+    return json_response({"suppliers": request.app[SERVICES].pool.snapshot()})
+
+
+def _supplier_action(action: str) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        services = request.app[SERVICES]
+        supplier_id = request.match_info["supplier_id"]
+        if supplier_id not in services.pool.supplier_ids:
+            raise ApiError(404, "supplier_not_found", "no such supplier")
+        await redis_call("admin_breaker", getattr(services.breakers, action)(supplier_id))
+        _, now_text = _now()
+        await redis_call(
+            "admin_breaker",
+            services.redis.xadd(
+                keys.ADMIN_EVENTS,
+                {"type": f"supplier.{action}", "ts": now_text, "supplier": supplier_id},
+                maxlen=services.settings.redis.stream_max_len, approximate=True,
+            ),
+        )
+        snapshot = [s for s in services.pool.snapshot() if s["id"] == supplier_id]
+        return json_response(snapshot[0])
+
+    return handler
+
+
 def add_routes(app: web.Application) -> None:
     app.middlewares.append(require_admin)
     app.router.add_put("/admin/campaigns/{campaign_id}", put_campaign)
@@ -207,4 +290,12 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/admin/campaigns/{campaign_id}/pause", _set_paused(True))
     app.router.add_post("/admin/campaigns/{campaign_id}/resume", _set_paused(False))
     app.router.add_get("/admin/campaigns/{campaign_id}/stats", stats)
+    app.router.add_post("/admin/campaigns/{campaign_id}/card-secrets", add_cards)
+    app.router.add_post("/admin/vouchers/{code}/freeze", _voucher_state("freeze"))
+    app.router.add_post("/admin/vouchers/{code}/unfreeze", _voucher_state("unfreeze"))
     app.router.add_put("/admin/risk/lists/{list}", put_risk_list)
+    app.router.add_get("/admin/suppliers", list_suppliers)
+    app.router.add_post("/admin/suppliers/{supplier_id}/force-open", _supplier_action("force_open"))
+    app.router.add_post("/admin/suppliers/{supplier_id}/force-closed",
+                        _supplier_action("force_closed"))
+    app.router.add_post("/admin/suppliers/{supplier_id}/reset", _supplier_action("reset"))

@@ -9,13 +9,15 @@ from aiohttp import web
 from gateway import admin, handlers
 from gateway.middlewares import envelope, shed_load
 from gateway.services import SERVICES, Services
-from gateway.settings import Settings
+from gateway.settings import Settings, data_key_bytes
 
 
 def create_app(
     settings: Settings, redis_url: str, data_key: bytes | None = None
 ) -> tuple[web.Application, web.Application]:
     """The public app (claims, redemptions, ops) and the admin app, sharing one Services."""
+    if data_key is None and settings.security.data_key:
+        data_key = data_key_bytes(settings.security.data_key)
     services = Services(settings, redis_url, data_key)
 
     async def services_ctx(_app: web.Application) -> AsyncIterator[None]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import metrics
-from gateway.claim import Caller
+from gateway.claim import Answer, Caller
 from gateway.errors import business
 from gateway.intake import decode, idempotency_key, json_response, path_id, read_body, require_json
 from gateway.middlewares import REQUEST_ID
-from gateway.models import claim_decoder
+from gateway.models import claim_decoder, redeem_decoder
 from gateway.openapi import OPENAPI_JSON
 from gateway.services import SERVICES, Services
 
@@ -31,10 +31,28 @@ async def claim(request: web.Request) -> web.Response:
     caller, body = await _intake(request, services)
     key = idempotency_key(request)
     claim_request = decode(claim_decoder, body)
-    answer = await services.claims.decide(campaign_id, claim_request, caller, key)
+    return _respond(await services.claims.decide(campaign_id, claim_request, caller, key))
+
+
+def _respond(answer: Answer) -> web.Response:
     return web.Response(
         status=answer.status, body=answer.body, content_type="application/json", headers=answer.headers
     )
+
+
+async def redeem(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    caller, body = await _intake(request, services)
+    key = idempotency_key(request)
+    redeem_request = decode(redeem_decoder, body)
+    return _respond(await services.redemptions.redeem(redeem_request, caller, key))
+
+
+async def get_redemption(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    client = services.clients.authenticate(request)
+    redemption_id = path_id(request, "redemption_id")
+    return _respond(await services.redemptions.get(redemption_id, client.id))
 
 
 async def get_campaign(request: web.Request) -> web.Response:
@@ -71,6 +89,8 @@ async def openapi(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/campaigns/{campaign_id}/claims", claim)
     app.router.add_get("/v1/campaigns/{campaign_id}", get_campaign)
+    app.router.add_post("/v1/redemptions", redeem)
+    app.router.add_get("/v1/redemptions/{redemption_id}", get_redemption)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_text)

@@ -99,3 +99,19 @@ def render() -> tuple[bytes, str]:
         MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+BREAKER_STATES = {"closed": 0, "open": 1, "half_open": 2, "forced_open": 3, "forced_closed": 4}
+
+
+class SupplierObserver:
+    """The supplier pool's observer: its calls and breaker moves, as metrics."""
+
+    def call_finished(self, supplier_id: str, outcome: str, seconds: float) -> None:
+        supplier_calls.labels(supplier_id, outcome).inc()
+        if outcome not in ("rejected_open", "rejected_bulkhead"):
+            supplier_latency.labels(supplier_id).observe(seconds)
+
+    def breaker_transition(self, supplier_id: str, old: str, new: str) -> None:
+        breaker_transitions.labels(supplier_id, old, new).inc()
+        breaker_state.labels(supplier_id).set(BREAKER_STATES.get(new, -1))

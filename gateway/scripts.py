@@ -30,7 +30,8 @@ def joined(name: str) -> str:
 class Scripts:
     """Every script the gateway calls, registered once per Redis client."""
 
-    NAMES = ("claim", "admin_campaign", "admin_stock", "admin_state")
+    NAMES = ("claim", "admin_campaign", "admin_stock", "admin_state", "redeem_guard", "redeem",
+             "redeem_settle", "pending_lease", "voucher_state", "card_add")
 
     def __init__(self, redis: Any) -> None:
         self._redis = redis

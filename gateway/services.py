@@ -10,14 +10,20 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import keys
 from gateway.auth import ClientIp, Clients
 from gateway.campaigns import CampaignViews
 from gateway.claim import ClaimDesk
+from gateway.metrics import SupplierObserver
+from gateway.reconciler import Reconciler
+from gateway.redeem import RedeemDesk
 from gateway.redis_conn import connect
 from gateway.redis_errors import UNREACHABLE
 from gateway.scripts import Scripts
 from gateway.settings import Settings
 from risk.lists import RiskListCache
+from supplier_pool.pool import SupplierPool, SupplierSpec
+from supplier_pool.shared_state import BreakerSync
 
 log = logging.getLogger("gateway.services")
 LISTS_REFRESH_S = 0.5
@@ -42,7 +48,19 @@ class Services:
         self.lists = RiskListCache()
         self.claims = ClaimDesk(self.redis, self.scripts, self.settings, self.lists.lists)
         self.views = CampaignViews(self.redis)
+        specs = [SupplierSpec(id=s.id, base_url=s.base_url, timeout_s=s.timeout_s,
+                              max_concurrency=s.max_concurrency, priority=s.priority)
+                 for s in self.settings.suppliers]
+        self.pool = SupplierPool(specs, observer=SupplierObserver())
+        self.breakers = BreakerSync(self.redis, self.pool)
+        self.redemptions = RedeemDesk(self.redis, self.scripts, self.settings, self.pool,
+                                      self.data_key)
+        redemption = self.settings.redemption
+        self.reconciler = Reconciler(self.redis, self.scripts, self.pool, self.redemptions,
+                                     redemption.reconcile_interval_s)
         self._spawn(self._refresh_lists())
+        self._spawn(self.breakers.run())
+        self._spawn(self.reconciler.run())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(coro))
@@ -50,6 +68,9 @@ class Services:
     async def _load_scripts(self) -> bool:
         try:
             await self.scripts.load_all()
+            # Streams not tied to a campaign, registered for `events tail` and consumers.
+            await self.redis.sadd(keys.EVENT_STREAMS, keys.ADMIN_EVENTS)
+            await self.redis.sadd(keys.EVENT_STREAMS, keys.events(keys.GUARD_TAG))
         except UNREACHABLE:
             log.warning("redis unreachable; scripts will load when it answers")
             return False
@@ -79,6 +100,7 @@ class Services:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.pool.close()
         await self.redis.aclose()
 
 

@@ -79,9 +79,10 @@ class Risk(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Redemption(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    # A reservation older than this with no settled outcome is swept (returned or settled).
+    # A reservation is left to its worker this long; after that the reconciler settles it
+    # (asks the supplier, or returns the voucher). Live supplier work is bounded to half of it.
     sweep_after_s: float = 30.0
-    sweep_interval_s: float = 5.0
+    # How often each worker looks for pending redemptions that are due.
     reconcile_interval_s: float = 2.0
 
 
@@ -165,6 +166,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("admin.token: required (or set GATEWAY_ADMIN_TOKEN)")
     if settings.security.data_key:
         data_key_bytes(settings.security.data_key)
+    if settings.redemption.sweep_after_s < 2 or settings.redemption.reconcile_interval_s <= 0:
+        raise ConfigError("redemption: sweep_after_s must be >= 2 and reconcile_interval_s > 0")
     _validate_clients(settings.clients)
     _validate_suppliers(settings.suppliers)
     try:

@@ -1,0 +1,55 @@
+"""Sliding-window rate limits: rules, the Redis Lua library, its Python twin, a local pre-filter.
+
+Algorithm: an exact sliding LOG. Each (route, dimension, window, identity) key is a Redis list
+of the admitted hits' timestamps in ms; a peek trims the hits that left the window and counts
+the rest, and a request is admitted iff fewer than `limit` remain. Rejected requests are not
+recorded. Bound: in ANY interval of `window_s` (not just aligned ones, and across a burst that
+straddles a boundary) at most `limit` requests are admitted, exactly; `Retry-After` is exact
+too (the ms until the hit that frees a slot leaves the window).
+
+Why not the alternatives:
+- Sliding-window counter (two fixed-window counters, the previous one weighted by overlap):
+  O(1) memory (two integers per key) and two cheap commands, but approximate. It assumes the
+  previous window's hits were spread evenly, so a burst at the end of one window plus a burst
+  at the start of the next can admit up to about 2 x limit in one real window, or reject too
+  early; retry-after can only be estimated.
+- GCRA (one "theoretical arrival time" per key): O(1) memory, one GET/SET, exact for a *rate*
+  with a burst allowance, but it enforces smoothness, not "N per window": with burst = N and
+  rate N/window a client can take N at once and about N more before the window ends.
+- The log costs O(limit) memory per active key (one listpack entry per admitted hit, about
+  10 bytes each, so a 1,000-per-minute key holds ~10 KB at most) and one LINDEX/LPOP pair per
+  expired hit, each hit popped once: amortised O(1) Redis work per request. Limits here are
+  per-IP/device/user claim and redeem caps (tens to thousands), where exactness during a flash
+  sale is worth that; `Limit.limit` is capped at 100,000 to bound a key's size.
+"""
+
+from ratelimit.limiter import LimitResult, SlidingWindowLimiter, limiter_source
+from ratelimit.memory import SlidingWindowLog
+from ratelimit.prefilter import LocalBlocks
+from ratelimit.rules import (
+    DIMENSIONS,
+    ROUTES,
+    Limit,
+    LimitsError,
+    RouteLimits,
+    limit_key,
+    validate_limits,
+)
+from ratelimit.scripts import load_lua, sliding_window_source
+
+__all__ = [
+    "DIMENSIONS",
+    "ROUTES",
+    "Limit",
+    "LimitResult",
+    "LimitsError",
+    "LocalBlocks",
+    "RouteLimits",
+    "SlidingWindowLimiter",
+    "SlidingWindowLog",
+    "limit_key",
+    "limiter_source",
+    "load_lua",
+    "sliding_window_source",
+    "validate_limits",
+]

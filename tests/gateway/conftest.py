@@ -73,6 +73,23 @@ class Gateway:
         )
         return response
 
+    async def grant(self, campaign_id: str, user_id: str = "ruth", device_id: str = "dev") -> str:
+        """Claim one voucher for user_id; returns its code."""
+        response = await self.claim(campaign_id, user_id=user_id, device_id=device_id)
+        assert response.status == 201, await response.text()
+        return str((await response.json())["voucher"]["code"])
+
+    async def redeem(self, code: str, user_id: str = "ruth", device_id: str = "dev",
+                     account: str | None = None, key: str | None = None,
+                     api_key: str = API_KEY) -> Any:
+        body: dict[str, Any] = {"voucher_code": code, "user_id": user_id, "device_id": device_id}
+        if account is not None:
+            body["account"] = account
+        return await self.public.post(
+            "/v1/redemptions", json=body,
+            headers={"Authorization": f"Bearer {api_key}", "Idempotency-Key": key or uuid.uuid4().hex},
+        )
+
     async def stats(self, campaign_id: str) -> dict[str, Any]:
         response = await self.admin_call("GET", f"/admin/campaigns/{campaign_id}/stats")
         assert response.status == 200
@@ -130,3 +147,45 @@ def gateway_factory(valkey_url: str, redis_client: Any) -> Any:
             yield gw
 
     return factory
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[str]:
+    """The supplier simulator (suppliers alpha and beta) on a loopback port."""
+    from supplier_pool.simulator import running_simulator
+
+    async with running_simulator(suppliers=("alpha", "beta"), seed=7) as base:
+        yield base
+
+
+def supplier_config(base: str, timeout_s: float = 1.0) -> str:
+    return f"""
+[[suppliers]]
+id = "alpha"
+base_url = "{base}/s/alpha"
+timeout_s = {timeout_s}
+max_concurrency = 256
+priority = 1
+[[suppliers]]
+id = "beta"
+base_url = "{base}/s/beta"
+timeout_s = {timeout_s}
+max_concurrency = 256
+priority = 2
+[security]
+data_key = "{"B" * 43}="
+[redemption]
+sweep_after_s = 2.0
+reconcile_interval_s = 0.2
+"""
+
+
+@pytest.fixture
+async def redeem_gateway(
+    valkey_url: str, redis_client: Any, simulator: str
+) -> AsyncIterator[Gateway]:
+    """A gateway wired to the simulator's two suppliers, with a fast reconciler."""
+    async for gw in start_gateway(valkey_url, supplier_config(simulator)):
+        gw.redis = redis_client
+        gw.simulator = simulator  # type: ignore[attr-defined]
+        yield gw

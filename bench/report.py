@@ -1,0 +1,152 @@
+"""What the benchmark measured: rounds, medians, ratios, the table and bench/last.json."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.wrk import WrkResult
+
+Stats = dict[str, int]
+
+
+@dataclass
+class Round:
+    """One measured wrk run against one variant."""
+
+    variant: str
+    index: int
+    result: WrkResult
+    server_us_per_req: float
+    valkey_us_per_req: float
+    script_us_per_req: float
+    scripts_per_req: float
+    breach: str = ""
+
+
+@dataclass
+class Report:
+    rounds: list[Round] = field(default_factory=list)
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rss_end: dict[str, float] = field(default_factory=dict)
+
+
+def stock_breach(stats: Stats) -> str:
+    """ "" when stock is conserved and not oversold, else what is wrong."""
+    granted, added, left = stats["granted"], stats["stock_added"], stats["stock_left"]
+    if granted > added:
+        return f"oversold: granted={granted} > stock_added={added}"
+    if granted != added - left:
+        return f"stock mismatch: granted={granted} != {added}-{left}"
+    return ""
+
+
+_COLUMNS = ("req/s", "p50 ms", "p99 ms", "non-2xx", "srv µs/req", "valkey µs/req", "script µs/req")
+
+
+def row(label: str, figures: list[float]) -> str:
+    """One table line: a label and right-aligned figures."""
+    return f"{label:<22}" + "".join(f"{v:>14.1f}" for v in figures)
+
+
+def values(r: Round) -> list[float]:
+    """A round's figures in _COLUMNS order."""
+    w = r.result
+    return [
+        w.rps,
+        w.p50_ms,
+        w.p99_ms,
+        w.non_2xx,
+        r.server_us_per_req,
+        r.valkey_us_per_req,
+        r.script_us_per_req,
+    ]
+
+
+def summarize(rounds: list[Round]) -> dict[str, dict[str, Any]]:
+    """Per variant: the raw figures of every round and their medians."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r.variant for r in rounds):
+        mine = [r for r in rounds if r.variant == name]
+        raw: dict[str, list[float]] = {
+            "rps": [r.result.rps for r in mine],
+            "p50_ms": [r.result.p50_ms for r in mine],
+            "p99_ms": [r.result.p99_ms for r in mine],
+            "non_2xx": [r.result.non_2xx for r in mine],
+            "socket_errors": [r.result.socket_errors for r in mine],
+            "server_cpu_us_per_req": [round(r.server_us_per_req, 1) for r in mine],
+            "valkey_cpu_us_per_req": [round(r.valkey_us_per_req, 1) for r in mine],
+            "valkey_script_us_per_req": [round(r.script_us_per_req, 1) for r in mine],
+            "valkey_scripts_per_req": [round(r.scripts_per_req, 3) for r in mine],
+        }
+        medians = {f"median_{k}": statistics.median(v) for k, v in raw.items()}
+        out[name] = raw | medians
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def result_doc(report: Report, args: argparse.Namespace) -> dict[str, Any]:
+    """The bench/last.json document (gateway fields are null when it did not run)."""
+    variants = summarize(report.rounds)
+
+    def med(name: str, figure: str) -> float | None:
+        return variants[name][f"median_{figure}"] if name in variants else None
+
+    gw_mem = report.memory.get("claim-mem", {})
+    return {
+        "claim_vs_baseline": _ratio(med("claim", "rps"), med("baseline", "rps")),
+        "soldout_vs_baseline": _ratio(med("soldout", "rps"), med("baseline", "rps")),
+        "p99_vs_baseline": _ratio(med("claim", "p99_ms"), med("baseline", "p99_ms")),
+        "valkey_us_per_claim": med("claim", "valkey_cpu_us_per_req"),
+        "valkey_bytes_per_claim": gw_mem.get("bytes_per_claim"),
+        "worker_rss_mb": gw_mem.get("worker_rss_mb"),
+        "variants": variants,
+        "memory": report.memory,
+        "worker_rss_mb_end": report.rss_end,
+        "breaches": [f"{r.variant}#{r.index}: {r.breach}" for r in report.rounds if r.breach],
+        "config": {k: v for k, v in vars(args).items() if k != "out"}
+        | {"at": datetime.now(UTC).isoformat(timespec="seconds")},
+    }
+
+
+def print_report(report: Report, doc: dict[str, Any]) -> None:
+    """The human table: every round, medians, memory, ratios."""
+    print(f"\n{'variant#round':<22}" + "".join(f"{c:>14}" for c in _COLUMNS))
+    for r in report.rounds:
+        print(
+            row(f"{r.variant}#{r.index}", values(r)) + (f"  BREACH {r.breach}" if r.breach else "")
+        )
+    print("medians:")
+    figures = (
+        "rps",
+        "p50_ms",
+        "p99_ms",
+        "non_2xx",
+        "server_cpu_us_per_req",
+        "valkey_cpu_us_per_req",
+        "valkey_script_us_per_req",
+    )
+    for name, v in doc["variants"].items():
+        print(row(f"  {name}", [v[f"median_{f}"] for f in figures]))
+    for name, m in report.memory.items():
+        print(
+            f"memory {name}: {m['granted']:.0f} grants in {m['seconds']} s, "
+            f"{m['bytes_per_claim']} B/claim, {m['keys_per_claim']} keys/claim, "
+            f"worker RSS {m['worker_rss_mb']} MiB {m['stock_breach']}"
+        )
+    for k in (
+        "claim_vs_baseline",
+        "soldout_vs_baseline",
+        "p99_vs_baseline",
+        "valkey_us_per_claim",
+        "valkey_bytes_per_claim",
+        "worker_rss_mb",
+    ):
+        print(f"{k}: {doc[k]}")
+    print("stock: ok" if not doc["breaches"] else f"stock: BREACH {doc['breaches']}")

@@ -1,0 +1,82 @@
+"""Settles redemptions left pending: a supplier said `processing`, its outcome was unknown, or
+the worker that reserved the voucher died mid-call.
+
+Every interval each worker leases the due entries of each campaign tag's pending set (so two
+workers never look at one redemption at once) and, per redemption: no supplier was ever called
+→ the voucher is released; otherwise the recorded supplier is asked for the order (SPEC 3.2.1)
+→ delivered, failed (voucher redeemable again), or still pending (looked at again later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway import keys, metrics
+from gateway.redeem import RedeemDesk
+from gateway.redis_errors import UNREACHABLE
+from supplier_pool.pool import Delivered, Failed, SupplierPool
+
+log = logging.getLogger("gateway.reconciler")
+BATCH = 100
+
+
+class Reconciler:
+    def __init__(self, redis: Any, scripts: Any, pool: SupplierPool, desk: RedeemDesk,
+                 interval_s: float, clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self._lease = scripts.pending_lease
+        self._pool = pool
+        self._desk = desk
+        self._interval_s = interval_s
+        self._clock = clock
+
+    async def run(self) -> None:
+        """Sweep forever (cancelled at shutdown); Redis outages only delay the next sweep."""
+        while True:
+            try:
+                await self.sweep_once()
+            except UNREACHABLE:
+                pass
+            except Exception:
+                log.exception("reconciler sweep failed")
+            await asyncio.sleep(self._interval_s)
+
+    async def _tags(self) -> set[str]:
+        campaigns = await self._redis.smembers(keys.CAMPAIGNS)
+        return {keys.shard_tag(c.decode() if isinstance(c, bytes) else c) for c in campaigns}
+
+    async def sweep_once(self) -> int:
+        """Look at every due redemption once; returns how many were looked at."""
+        looked, waiting = 0, 0
+        lease_ms = int(max(self._interval_s * 3, 5) * 1000)
+        for tag in sorted(await self._tags()):
+            now_ms = int(self._clock() * 1000)
+            due = await self._lease(keys=[keys.pending(tag)], args=[now_ms, lease_ms, BATCH])
+            for rid in due:
+                await self.settle_one(tag, rid.decode() if isinstance(rid, bytes) else rid)
+                looked += 1
+            waiting += await self._redis.zcard(keys.pending(tag))
+        metrics.pending_redemptions.set(waiting)
+        return looked
+
+    async def settle_one(self, tag: str, rid: str) -> str:
+        """Ask the supplier that may hold the order, and settle accordingly."""
+        fields = await self._desk.record(tag, rid)
+        if fields.get("status") != "pending":
+            await self._redis.zrem(keys.pending(tag), rid)  # settled since it was queued
+            return fields.get("status", "")
+        supplier = fields.get("supplier", "")
+        if not supplier:
+            return await self._desk.settle(tag, rid, "release", failure="abandoned")
+        outcome = await self._pool.settle(rid, supplier)
+        if isinstance(outcome, Delivered):
+            metrics.redemptions.labels("delivered").inc()
+            return await self._desk.settle(tag, rid, "delivered", supplier, outcome.supplier_ref)
+        if isinstance(outcome, Failed):
+            metrics.redemptions.labels("failed").inc()
+            return await self._desk.settle(tag, rid, "failed", failure="supplier_failed")
+        return await self._desk.settle(tag, rid, "pending", supplier)

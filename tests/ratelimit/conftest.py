@@ -1,0 +1,37 @@
+"""Fixtures for the sliding-window tests: the library script exposed op by op."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aredis
+
+from ratelimit import sliding_window_source
+
+SW_OPS = sliding_window_source() + "\n" + (Path(__file__).parent / "sw_ops.lua").read_text()
+
+SwOp = Callable[..., Awaitable[list[int]]]
+
+
+@pytest.fixture
+def sw(redis_client: aredis.Redis) -> SwOp:
+    """Call sw_ops.lua: `await sw(op, key, limit, window_ms, now_ms)`."""
+    script = redis_client.register_script(SW_OPS)
+
+    async def call(op: str, key: str, limit: int, window_ms: int, now_ms: int) -> list[int]:
+        return await script(keys=[key], args=[op, limit, window_ms, now_ms])
+
+    return call
+
+
+@pytest.fixture(scope="module")
+def sync_redis(valkey_url: str) -> Iterator[redis.Redis]:
+    """A blocking client, for Hypothesis tests (which run examples synchronously)."""
+    client = redis.Redis.from_url(valkey_url)
+    try:
+        yield client
+    finally:
+        client.close()

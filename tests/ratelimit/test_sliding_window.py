@@ -1,0 +1,80 @@
+"""sliding_window.lua on the real Valkey: admission, retry-after, boundary bursts, clock steps."""
+
+from __future__ import annotations
+
+import re
+
+import redis.asyncio as aredis
+
+from ratelimit import load_lua, sliding_window_source
+
+T0 = 1_700_000_000_000  # an injected clock, in ms
+
+
+async def test_n_admitted_then_rejected_with_exact_retry_after(sw):
+    for step in range(3):
+        assert await sw("hit", "k", 3, 10_000, T0 + 1000 * step) == [step, 0]
+    # The oldest hit (T0) leaves the window at T0 + 10_000.
+    assert await sw("hit", "k", 3, 10_000, T0 + 2500) == [3, 7500]
+    assert await sw("hit", "k", 3, 10_000, T0 + 9999) == [3, 1]
+    assert await sw("hit", "k", 3, 10_000, T0 + 10_000) == [2, 0]
+
+
+async def test_rejected_requests_are_not_recorded(sw, redis_client: aredis.Redis):
+    await sw("hit", "k", 1, 10_000, T0)
+    for _ in range(5):
+        assert await sw("hit", "k", 1, 10_000, T0 + 1) == [1, 9999]
+    assert await redis_client.llen("k") == 1
+
+
+async def test_burst_straddling_a_boundary_never_exceeds_the_limit(sw):
+    limit, window = 5, 1000
+    times = [T0 + 990 + i for i in range(10)]  # a burst across T0 + 1000
+    times += [T0 + t for t in range(1000, 4000, 37)]  # then steady traffic
+    admitted = [t for t in times if (await sw("hit", "k", limit, window, t))[0] < limit]
+    # No interval (t - window, t] holds more than `limit` admitted hits...
+    for t in admitted:
+        assert sum(t - window < s <= t for s in admitted) <= limit
+    # ...and the first 5 of the burst are the ones that got in; the next slot opens at 1990.
+    assert admitted[:5] == times[:5]
+    assert min(t for t in admitted[5:]) >= T0 + 1990
+
+
+async def test_over_limit_after_a_limit_decrease_waits_for_enough_hits(sw):
+    for step in range(4):
+        await sw("hit", "k", 10, 10_000, T0 + step * 100)
+    # Limit cut to 2 with 4 hits logged: 3 must leave, the third left at T0 + 200 + 10_000.
+    assert await sw("peek", "k", 2, 10_000, T0 + 1000) == [4, 9200]
+
+
+async def test_record_keeps_order_when_the_clock_steps_back(sw, redis_client: aredis.Redis):
+    await sw("record", "k", 0, 10_000, T0 + 500)
+    await sw("record", "k", 0, 10_000, T0)
+    assert await redis_client.lrange("k", 0, -1) == [b"%d" % (T0 + 500)] * 2
+    # The key lives until its newest hit leaves the window, measured on the caller's clock.
+    assert 10_000 < await redis_client.pttl("k") <= 10_500
+
+
+async def test_record_sets_expiry_to_the_window(sw, redis_client: aredis.Redis):
+    await sw("record", "k", 0, 60_000, T0)
+    assert 59_000 < await redis_client.pttl("k") <= 60_000
+
+
+async def test_peek_trims_and_empty_logs_disappear(sw, redis_client: aredis.Redis):
+    await sw("record", "k", 0, 1000, T0)
+    assert await sw("peek", "k", 1, 1000, T0 + 1000) == [0, 0]
+    assert await redis_client.exists("k") == 0
+
+
+async def test_library_chunk_keeps_its_contract(redis_client: aredis.Redis):
+    source = sliding_window_source()
+    code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("--"))
+    assert not re.search(r"\b(KEYS|ARGV|TIME)\b", code)
+    assert not re.search(r"^return\b", code, re.MULTILINE)  # nothing at top level returns
+    assert source.startswith("--")  # opens with its contract
+    # It compiles as a prefix and leaves the body free to return.
+    assert await redis_client.eval(source + "\nreturn 7", 0) == 7
+
+
+def test_load_lua_reads_files_next_to_the_code():
+    assert "sw_peek" in load_lua("ratelimit", "sliding_window.lua")

@@ -1,0 +1,170 @@
+"""Breaker state shared through real Valkey: two pools stand in for two worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+import orjson
+import pytest
+import redis.asyncio as aredis
+
+from supplier_pool.breaker import BreakerConfig, State
+from supplier_pool.pool import Delivered, SupplierPool, Unavailable
+from supplier_pool.shared_state import BREAKERS_KEY, BreakerSync
+from tests.supplier_pool.helpers import Sim
+
+TRIP_FAST = BreakerConfig(window_size=4, minimum_calls=2, wait_in_open_s=30.0)
+MakePool = Callable[..., SupplierPool]
+Workers = tuple[SupplierPool, BreakerSync, SupplierPool, BreakerSync]
+
+
+async def eventually(check: Callable[[], bool], within_s: float = 1.0) -> float:
+    """Wait until `check()` holds (propagation, not a breaker wait); return the time taken."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > within_s:
+            raise AssertionError(f"not true within {within_s}s")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+@contextlib.asynccontextmanager
+async def syncing(redis: aredis.Redis, pool: SupplierPool) -> AsyncIterator[BreakerSync]:
+    sync = BreakerSync(redis, pool)  # the default interval: the 1 s promise is about it
+    task = asyncio.create_task(sync.run())
+    try:
+        yield sync
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def workers(
+    sim: Sim, make_pool: MakePool, redis_client: aredis.Redis
+) -> AsyncIterator[Workers]:
+    specs = [sim.spec("alpha"), sim.spec("beta", priority=2)]
+    one, two = (
+        make_pool(specs, breaker_config=TRIP_FAST),
+        make_pool(specs, breaker_config=TRIP_FAST),
+    )
+    async with syncing(redis_client, one) as sync_one, syncing(redis_client, two) as sync_two:
+        yield one, sync_one, two, sync_two
+
+
+async def test_forced_open_in_one_worker_stops_calls_from_the_other(
+    sim: Sim, workers: Workers
+) -> None:
+    one, sync_one, two, _ = workers
+    await sync_one.force_open("alpha")
+    assert one.breaker("alpha").state is State.FORCED_OPEN  # applied locally at once
+    await eventually(lambda: two.breaker("alpha").state is State.FORCED_OPEN, within_s=1.0)
+    result = await two.deliver("o-1", "s", "a", ["alpha", "beta"])
+    assert isinstance(result, Delivered) and result.supplier_id == "beta"
+    assert await sim.calls("alpha") == 0
+
+
+async def test_forced_closed_and_reset_reach_the_other_worker(workers: Workers) -> None:
+    one, sync_one, two, _ = workers
+    await sync_one.force_closed("alpha")
+    await eventually(lambda: two.breaker("alpha").state is State.FORCED_CLOSED)
+    two.breaker("alpha").on_failure(0.1)
+    await sync_one.reset("alpha")
+    assert one.breaker("alpha").state is State.CLOSED
+    await eventually(lambda: two.breaker("alpha").state is State.CLOSED)
+    assert two.breaker("alpha").snapshot()["calls"] == 0
+
+
+async def test_a_trip_in_one_worker_opens_the_other(sim: Sim, workers: Workers) -> None:
+    one, _, two, _ = workers
+    await sim.set("alpha", error_rate=1.0)
+    for i in range(2):
+        await one.deliver(f"o-{i}", "s", "a", ["alpha"])
+    assert one.breaker("alpha").state is State.OPEN
+    await eventually(lambda: two.breaker("alpha").state is State.OPEN, within_s=1.0)
+    remaining = two.breaker("alpha").snapshot()["open_remaining_s"]
+    assert TRIP_FAST.wait_in_open_s - 1 < remaining <= TRIP_FAST.wait_in_open_s
+    calls = await sim.calls("alpha")
+    assert await two.deliver("o-9", "s", "a", ["alpha"]) == Unavailable()
+    assert await sim.calls("alpha") == calls
+
+
+async def test_a_trip_is_published_once_and_not_echoed(
+    workers: Workers, redis_client: aredis.Redis
+) -> None:
+    one, _, two, _ = workers
+    one.breaker("alpha").transition_to(State.OPEN)
+    await eventually(lambda: two.breaker("alpha").state is State.OPEN)
+    first = await redis_client.hget(BREAKERS_KEY, "alpha")
+    await asyncio.sleep(0.2)  # several sync ticks of both workers
+    assert await redis_client.hget(BREAKERS_KEY, "alpha") == first
+    assert one.breaker("alpha").state is State.OPEN
+
+
+async def test_a_trip_never_overrides_a_forced_state(
+    make_pool: MakePool, sim: Sim, redis_client: aredis.Redis
+) -> None:
+    one = make_pool([sim.spec("alpha")], breaker_config=TRIP_FAST)
+    two = make_pool([sim.spec("alpha")], breaker_config=TRIP_FAST)
+    sync_one, sync_two = BreakerSync(redis_client, one), BreakerSync(redis_client, two)
+    await sync_one.force_closed("alpha")
+    two.breaker("alpha").transition_to(State.OPEN)  # a trip that raced the admin
+    await sync_two.sync_once()
+    assert two.breaker("alpha").state is State.FORCED_CLOSED
+    entry = orjson.loads(await redis_client.hget(BREAKERS_KEY, "alpha"))
+    assert entry["forced"] == "closed"
+
+
+async def test_a_later_trip_wins_an_earlier_one(
+    make_pool: MakePool, sim: Sim, redis_client: aredis.Redis
+) -> None:
+    one = make_pool([sim.spec("alpha")], breaker_config=TRIP_FAST)
+    sync = BreakerSync(redis_client, one)
+    late = time.time() + 100
+    await redis_client.hset(BREAKERS_KEY, "alpha", orjson.dumps({"open_until": late}))
+    one.breaker("alpha").transition_to(State.OPEN)  # opens for 30 s only
+    await sync.sync_once()
+    entry = orjson.loads(await redis_client.hget(BREAKERS_KEY, "alpha"))
+    assert entry["open_until"] == pytest.approx(late)
+    assert one.breaker("alpha").snapshot()["open_remaining_s"] > 90
+
+
+async def test_malformed_and_foreign_entries_are_ignored(
+    make_pool: MakePool, sim: Sim, redis_client: aredis.Redis
+) -> None:
+    pool = make_pool([sim.spec("alpha")])
+    await redis_client.hset(
+        BREAKERS_KEY, mapping={"alpha": b"{not json", "other": b'{"forced": "open"}'}
+    )
+    await BreakerSync(redis_client, pool).sync_once()
+    assert pool.breaker("alpha").state is State.CLOSED
+
+
+async def test_admin_helpers_refuse_unknown_suppliers_without_writing(
+    make_pool: MakePool, sim: Sim, redis_client: aredis.Redis
+) -> None:
+    sync = BreakerSync(redis_client, make_pool([sim.spec("alpha")]))
+    with pytest.raises(KeyError):
+        await sync.force_open("nobody")
+    assert await redis_client.exists(BREAKERS_KEY) == 0
+
+
+async def test_run_survives_redis_errors_and_stops_on_cancel(
+    make_pool: MakePool, sim: Sim, valkey_url: str
+) -> None:
+    broken = aredis.Redis.from_url(valkey_url.rsplit(":", 1)[0] + ":1/0")  # nothing listens
+    try:
+        task = asyncio.create_task(
+            BreakerSync(broken, make_pool([sim.spec("alpha")]), interval_s=0.01).run()
+        )
+        await asyncio.sleep(0.1)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await broken.aclose()
