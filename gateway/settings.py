@@ -118,11 +118,22 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
 def parse(raw: bytes | str, env: Mapping[str, str] | None = None) -> Settings:
     """Decode TOML text into Settings with environment overrides applied, then validate."""
     try:
-        settings = msgspec.toml.decode(raw, type=Settings)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(_msgspec_message(str(exc))) from exc
+        data = msgspec.toml.decode(raw)
     except msgspec.DecodeError as exc:
         raise ConfigError(f"config: not valid TOML: {exc}") from exc
+    # Limits and rules first: their validators name the full key path (limits.claim[1].by).
+    try:
+        if isinstance(data.get("limits"), dict):
+            data["limits"] = validate_limits(data["limits"])
+        risk = data.get("risk")
+        if isinstance(risk, dict) and "rules" in risk:
+            risk["rules"] = validate_rules(risk["rules"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
+        settings = msgspec.convert(data, type=Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_msgspec_message(str(exc))) from exc
     settings = _apply_env(settings, os.environ if env is None else env)
     validate(settings)
     return settings
@@ -131,11 +142,13 @@ def parse(raw: bytes | str, env: Mapping[str, str] | None = None) -> Settings:
 def _msgspec_message(text: str) -> str:
     # msgspec says "Expected `int`, got `str` - at `$.server.port`"; lead with the key path.
     match = re.search(r" - at `\$\.?(.*)`$", text)
-    if not match:
-        return f"config: {text}"
-    where = match.group(1) or "(top level)"
-    what = text[: match.start()]
-    return f"{where}: {what}"
+    where = match.group(1) if match else ""
+    what = text[: match.start()] if match else text
+    field = re.match(r"Object (contains unknown|missing required) field `([^`]*)`", what)
+    if field:
+        key = f"{where}.{field.group(2)}" if where else field.group(2)
+        return f"{key}: {'unknown key' if field.group(1).startswith('contains') else 'required'}"
+    return f"{where or 'config'}: {what}"
 
 
 def _env_name(client_id: str) -> str:
