@@ -36,8 +36,14 @@ def _demo(args: argparse.Namespace) -> int:
 def _events_tail(args: argparse.Namespace) -> int:
     from gateway.events import tail
 
-    return tail(args.config, group=args.group, consumer=args.consumer,
-                from_start=args.from_start, count=args.count, follow=not args.no_follow)
+    return tail(
+        args.config,
+        group=args.group,
+        consumer=args.consumer,
+        from_start=args.from_start,
+        count=args.count,
+        follow=not args.no_follow,
+    )
 
 
 def _supplier_sim(argv: Sequence[str]) -> int:

@@ -13,9 +13,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway import codes, keys
-from gateway.cards import seal
 from gateway.auth import admin_token_ok
-from gateway.campaigns import campaign_stats, campaign_state, load_campaign
+from gateway.campaigns import campaign_state, campaign_stats, load_campaign
+from gateway.cards import seal
 from gateway.errors import ApiError, business, invalid, unauthorized
 from gateway.intake import decode, json_response, path_id, read_body, require_json
 from gateway.models import (
@@ -66,15 +66,24 @@ def _check_campaign(put: CampaignPut, services: Services) -> None:
 
 def _campaign_fields(campaign_id: str, put: CampaignPut) -> list[Any]:
     return [
-        "name", put.name or campaign_id,
-        "starts_ms", to_ms(put.starts_at),
-        "ends_ms", to_ms(put.ends_at),
-        "per_user_limit", put.per_user_limit,
-        "per_device_limit", put.per_device_limit,
-        "voucher_ttl_s", put.voucher_ttl_s,
-        "kind", put.benefit.kind,
-        "sku", put.benefit.sku,
-        "suppliers", ",".join(put.benefit.suppliers),
+        "name",
+        put.name or campaign_id,
+        "starts_ms",
+        to_ms(put.starts_at),
+        "ends_ms",
+        to_ms(put.ends_at),
+        "per_user_limit",
+        put.per_user_limit,
+        "per_device_limit",
+        put.per_device_limit,
+        "voucher_ttl_s",
+        put.voucher_ttl_s,
+        "kind",
+        put.benefit.kind,
+        "sku",
+        put.benefit.sku,
+        "suppliers",
+        ",".join(put.benefit.suppliers),
     ]
 
 
@@ -117,8 +126,13 @@ async def put_campaign(request: web.Request) -> web.Response:
         "admin_campaign",
         services.scripts.admin_campaign(
             keys=[keys.campaign(tag, campaign_id), keys.events(tag)],
-            args=[campaign_id, now_text, services.settings.redis.stream_max_len, put.stock,
-                  *_campaign_fields(campaign_id, put)],
+            args=[
+                campaign_id,
+                now_text,
+                services.settings.redis.stream_max_len,
+                put.stock,
+                *_campaign_fields(campaign_id, put),
+            ],
         ),
     )
     # Registries for `events tail` and operators; idempotent, so outside the atomic step.
@@ -155,8 +169,12 @@ def _set_paused(paused: bool) -> Handler:
             "admin_state",
             services.scripts.admin_state(
                 keys=[keys.campaign(tag, campaign_id), keys.events(tag)],
-                args=[campaign_id, "1" if paused else "0", now_text,
-                      services.settings.redis.stream_max_len],
+                args=[
+                    campaign_id,
+                    "1" if paused else "0",
+                    now_text,
+                    services.settings.redis.stream_max_len,
+                ],
             ),
         )
         if not found:
@@ -195,8 +213,13 @@ async def put_risk_list(request: web.Request) -> web.Response:
         "admin_lists",
         services.redis.xadd(
             keys.ADMIN_EVENTS,
-            {"type": "risk.list_changed", "ts": now_text, "list": name,
-             "added": len(add), "removed": len(remove)},
+            {
+                "type": "risk.list_changed",
+                "ts": now_text,
+                "list": name,
+                "added": len(add),
+                "removed": len(remove),
+            },
             maxlen=services.settings.redis.stream_max_len,
             approximate=True,
         ),
@@ -218,8 +241,11 @@ async def add_cards(request: web.Request) -> web.Response:
     size = await redis_call(
         "admin_cards",
         services.scripts.card_add(
-            keys=[keys.campaign(tag, campaign_id), keys.card_pool(tag, campaign_id),
-                  keys.events(tag)],
+            keys=[
+                keys.campaign(tag, campaign_id),
+                keys.card_pool(tag, campaign_id),
+                keys.events(tag),
+            ],
             args=[campaign_id, now_text, services.settings.redis.stream_max_len, *sealed],
         ),
     )
@@ -244,8 +270,12 @@ def _voucher_state(action: str) -> Handler:
             "admin_voucher",
             services.scripts.voucher_state(
                 keys=[keys.voucher(tag, code), keys.events(tag)],
-                args=[action, now_text, services.settings.redis.stream_max_len,
-                      codes.mask_code(code)],
+                args=[
+                    action,
+                    now_text,
+                    services.settings.redis.stream_max_len,
+                    codes.mask_code(code),
+                ],
             ),
         )
         if result != 1:
@@ -273,7 +303,8 @@ def _supplier_action(action: str) -> Handler:
             services.redis.xadd(
                 keys.ADMIN_EVENTS,
                 {"type": f"supplier.{action}", "ts": now_text, "supplier": supplier_id},
-                maxlen=services.settings.redis.stream_max_len, approximate=True,
+                maxlen=services.settings.redis.stream_max_len,
+                approximate=True,
             ),
         )
         snapshot = [s for s in services.pool.snapshot() if s["id"] == supplier_id]
@@ -296,6 +327,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put("/admin/risk/lists/{list}", put_risk_list)
     app.router.add_get("/admin/suppliers", list_suppliers)
     app.router.add_post("/admin/suppliers/{supplier_id}/force-open", _supplier_action("force_open"))
-    app.router.add_post("/admin/suppliers/{supplier_id}/force-closed",
-                        _supplier_action("force_closed"))
+    app.router.add_post(
+        "/admin/suppliers/{supplier_id}/force-closed", _supplier_action("force_closed")
+    )
     app.router.add_post("/admin/suppliers/{supplier_id}/reset", _supplier_action("reset"))

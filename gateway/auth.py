@@ -64,7 +64,9 @@ def admin_token_ok(request: web.Request, token: str) -> bool:
     """Constant-time check of `Authorization: Bearer <admin token>`."""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
 
 
 class ClientIp:
@@ -84,7 +86,9 @@ class ClientIp:
         peer = request.remote or "unknown"
         if not self._trusted or not self._is_trusted(peer):
             return peer
-        hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
+        hops = [
+            h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+        ]
         hops = [h for h in hops if h]
         # Walk from the right: each trusted hop vouches for the one before it.
         for hop in reversed(hops):

@@ -42,7 +42,6 @@ REJECTIONS = {
 }
 
 
-
 @dataclass(frozen=True, slots=True)
 class Caller:
     """Who is asking: the authenticated client, the end user's IP, the request id."""
@@ -170,11 +169,26 @@ class ClaimDesk:
                     *rule_keys,
                 ],
                 args=[
-                    now_ms, fp, code, claim_id, codes.mask_code(code), campaign_id,
-                    req.user_id, req.device_id, caller.ip, caller.request_id, caller.client_id,
-                    IDEMPOTENCY_TTL_S, 1 if caller.nonce else 0, NONCE_TTL_S * 1000,
-                    self._stream_max_len, len(self._limits), len(rules), rfc3339_ms(now_ms),
-                    *limit_args, *rule_args,
+                    now_ms,
+                    fp,
+                    code,
+                    claim_id,
+                    codes.mask_code(code),
+                    campaign_id,
+                    req.user_id,
+                    req.device_id,
+                    caller.ip,
+                    caller.request_id,
+                    caller.client_id,
+                    IDEMPOTENCY_TTL_S,
+                    1 if caller.nonce else 0,
+                    NONCE_TTL_S * 1000,
+                    self._stream_max_len,
+                    len(self._limits),
+                    len(rules),
+                    rfc3339_ms(now_ms),
+                    *limit_args,
+                    *rule_args,
                 ],
             ),
         )
@@ -270,7 +284,9 @@ class ClaimDesk:
         return business(REJECTIONS[outcome])
 
     @staticmethod
-    def _granted(campaign_id: str, user_id: str, code: str, claim_id: str, expires_ms: int) -> Answer:
+    def _granted(
+        campaign_id: str, user_id: str, code: str, claim_id: str, expires_ms: int
+    ) -> Answer:
         body = ClaimGranted(
             claim_id=claim_id,
             campaign_id=campaign_id,
@@ -285,7 +301,9 @@ class ClaimDesk:
         metrics.idempotent_replays.inc()
         if int(outcome) == GRANTED:
             code, expires_ms = rest
-            answer = self._granted(campaign_id, user_id, code, codes.claim_id_for(code), int(expires_ms))
+            answer = self._granted(
+                campaign_id, user_id, code, codes.claim_id_for(code), int(expires_ms)
+            )
             answer.headers["Idempotent-Replayed"] = "true"
             return answer
         error = business(REJECTIONS[int(outcome)], {"Idempotent-Replayed": "true"})

@@ -57,13 +57,28 @@ def _campaigns() -> dict[str, dict[str, object]]:
         "voucher_ttl_s": 7 * 86400,
     }
     return {
-        "demo-flash-sale": {**window, "name": "Video membership flash sale", "stock": 1000,
-                            "benefit": {"kind": "voucher", "sku": "video-1m"}},
-        "demo-recharge": {**window, "name": "Phone top-up", "stock": 500,
-                          "benefit": {"kind": "direct_recharge", "sku": "topup-10",
-                                      "suppliers": ["alpha", "beta"]}},
-        "demo-cards": {**window, "name": "Gift cards", "stock": 50,
-                       "benefit": {"kind": "card_secret", "sku": "gift-25"}},
+        "demo-flash-sale": {
+            **window,
+            "name": "Video membership flash sale",
+            "stock": 1000,
+            "benefit": {"kind": "voucher", "sku": "video-1m"},
+        },
+        "demo-recharge": {
+            **window,
+            "name": "Phone top-up",
+            "stock": 500,
+            "benefit": {
+                "kind": "direct_recharge",
+                "sku": "topup-10",
+                "suppliers": ["alpha", "beta"],
+            },
+        },
+        "demo-cards": {
+            **window,
+            "name": "Gift cards",
+            "stock": 50,
+            "benefit": {"kind": "card_secret", "sku": "gift-25"},
+        },
     }
 
 
@@ -86,7 +101,8 @@ def _print_examples(settings: Settings, public: str, admin: str) -> None:
     user = f"demo-user-{secrets.token_hex(3)}"
     key = secrets.token_hex(8)
     auth = f"-H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json'"
-    print(f"""
+    print(
+        f"""
 Benefits gateway demo is up: public API {public}, admin API {admin}, suppliers on :{SIM_PORT}.
 
 # 1. Claim a voucher (201; run it again: same answer, Idempotent-Replayed: true)
@@ -106,10 +122,13 @@ curl -si {auth} -H 'Idempotency-Key: {key}-topup' \\
 
 # 4. Campaign state, admin stats, metrics, events
 curl -s -H 'Authorization: Bearer {api_key}' {public}/v1/campaigns/demo-flash-sale
-curl -s -H 'Authorization: Bearer {settings.admin.token}' {admin}/admin/campaigns/demo-flash-sale/stats
+curl -s -H 'Authorization: Bearer {settings.admin.token}' \\
+  {admin}/admin/campaigns/demo-flash-sale/stats
 curl -s {public}/metrics | grep gateway_claims_total
 .venv/bin/gateway events tail --config config/demo.toml --from-start
-""", flush=True)
+""",
+        flush=True,
+    )
 
 
 def run_demo(config: str, workers: int | None = None) -> int:
@@ -122,8 +141,18 @@ def run_demo(config: str, workers: int | None = None) -> int:
     if data_dir.parts[:1] == ("var",):
         shutil.rmtree(data_dir, ignore_errors=True)  # a fresh demo every time
     sim = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "supplier-sim", "--port", str(SIM_PORT),
-         "--supplier", "alpha", "--supplier", "beta"],
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "supplier-sim",
+            "--port",
+            str(SIM_PORT),
+            "--supplier",
+            "alpha",
+            "--supplier",
+            "beta",
+        ],
     )
     try:
         threading.Thread(target=_set_up, args=(settings,), daemon=True).start()

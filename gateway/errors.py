@@ -33,7 +33,9 @@ def unauthorized(message: str = "missing or unknown credentials") -> ApiError:
 
 
 def unavailable() -> ApiError:
-    return ApiError(503, "unavailable", "state store unreachable; retry shortly", {"Retry-After": "1"})
+    return ApiError(
+        503, "unavailable", "state store unreachable; retry shortly", {"Retry-After": "1"}
+    )
 
 
 # The message for each business code; one place so replays and live answers read the same.

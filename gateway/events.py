@@ -49,46 +49,72 @@ async def _read_once(
     return out
 
 
-async def _tail(redis: Any, group: str | None, consumer: str, from_start: bool, count: int,
-                follow: bool) -> int:
-    cursors: dict[str, str] = {}
+class _Tail:
+    """One reader over every event stream: a cursor (or a consumer group) per stream."""
+
+    def __init__(self, redis: Any, group: str | None, consumer: str, from_start: bool) -> None:
+        self.redis = redis
+        self.group = group
+        self.consumer = consumer
+        self.from_start = from_start
+        self.cursors: dict[str, str] = {}
+
+    async def _start(self, stream: str) -> None:
+        cursor = "0"
+        if not self.from_start and await self.redis.exists(stream):
+            cursor = _text((await self.redis.xinfo_stream(stream))["last-generated-id"])
+        self.cursors[stream] = cursor
+        if self.group:
+            await _ensure_group(self.redis, stream, self.group, self.from_start)
+
+    async def drain(self, stream: str, budget: int) -> int:
+        """Print up to `budget` new events of one stream (0: no limit); returns how many."""
+        if stream not in self.cursors:
+            await self._start(stream)
+        entries = await _read_once(
+            self.redis, stream, self.cursors[stream], self.group, self.consumer
+        )
+        if budget:
+            entries = entries[:budget]
+        for entry_id, fields in entries:
+            self.cursors[stream] = entry_id
+            line = orjson.dumps({"stream": stream, "id": entry_id, **fields}).decode()
+            sys.stdout.write(line + "\n")
+            if self.group:
+                await self.redis.xack(stream, self.group, entry_id)
+        sys.stdout.flush()
+        return len(entries)
+
+
+async def _tail(
+    redis: Any, group: str | None, consumer: str, from_start: bool, count: int, follow: bool
+) -> int:
+    reader = _Tail(redis, group, consumer, from_start)
     printed = 0
     while True:
-        idle = True
+        before = printed
         for stream in await _streams(redis):
-            if stream not in cursors:
-                cursors[stream] = "0" if from_start else "$"
-                if cursors[stream] == "$":
-                    last = await redis.xinfo_stream(stream) if await redis.exists(stream) else None
-                    cursors[stream] = _text(last["last-generated-id"]) if last else "0"
-                if group:
-                    await _ensure_group(redis, stream, group, from_start)
-            for entry_id, fields in await _read_once(redis, stream, cursors[stream], group, consumer):
-                idle = False
-                cursors[stream] = entry_id
-                sys.stdout.write(orjson.dumps({"stream": stream, "id": entry_id, **fields}).decode() + "\n")
-                if group:
-                    await redis.xack(stream, group, entry_id)
-                printed += 1
-                if count and printed >= count:
-                    sys.stdout.flush()
-                    return 0
-        sys.stdout.flush()
-        if idle:
+            printed += await reader.drain(stream, count - printed if count else 0)
+            if count and printed >= count:
+                return 0
+        if printed == before:
             if not follow:
                 return 0
             await asyncio.sleep(0.2)
 
 
-def tail(config: str, group: str | None, consumer: str, from_start: bool, count: int,
-         follow: bool) -> int:
+def tail(
+    config: str, group: str | None, consumer: str, from_start: bool, count: int, follow: bool
+) -> int:
     """Print events until interrupted (or `count` printed, or caught up without follow)."""
     settings = load(config)
     url = settings.redis.url
     if url == "embedded":
         url = embedded_url(settings.redis.data_dir) or ""
         if not url:
-            print("no running embedded Valkey found under " + settings.redis.data_dir, file=sys.stderr)
+            print(
+                "no running embedded Valkey found under " + settings.redis.data_dir, file=sys.stderr
+            )
             return 1
 
     async def run() -> int:

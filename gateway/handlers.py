@@ -36,7 +36,10 @@ async def claim(request: web.Request) -> web.Response:
 
 def _respond(answer: Answer) -> web.Response:
     return web.Response(
-        status=answer.status, body=answer.body, content_type="application/json", headers=answer.headers
+        status=answer.status,
+        body=answer.body,
+        content_type="application/json",
+        headers=answer.headers,
     )
 
 

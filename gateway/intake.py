@@ -72,4 +72,6 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
 def json_response(payload: Any, status: int = 200) -> web.Response:
     from gateway.models import encoder
 
-    return web.Response(status=status, body=encoder.encode(payload), content_type="application/json")
+    return web.Response(
+        status=status, body=encoder.encode(payload), content_type="application/json"
+    )

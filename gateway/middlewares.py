@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway import metrics
 from gateway.errors import ApiError, business
@@ -66,7 +67,7 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
     return response
 
 
-def shed_load(max_in_flight: int) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def shed_load(max_in_flight: int) -> Middleware:
     """Refuse work past `max_in_flight` concurrent requests with 503 overloaded + Retry-After."""
     in_flight = 0
 

@@ -17,25 +17,25 @@ class Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Base for request bodies: unknown fields are a client bug, answered 400."""
 
 
-class ClaimRequest(Wire):
+class ClaimRequest(Wire, frozen=True, forbid_unknown_fields=True):
     user_id: Id
     device_id: Id
 
 
-class RedeemRequest(Wire):
+class RedeemRequest(Wire, frozen=True, forbid_unknown_fields=True):
     voucher_code: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     user_id: Id
     device_id: Id
     account: Id | None = None
 
 
-class Benefit(Wire):
+class Benefit(Wire, frozen=True, forbid_unknown_fields=True):
     kind: Literal["voucher", "direct_recharge", "card_secret"]
     sku: Annotated[str, msgspec.Meta(max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")] = ""
     suppliers: list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]] = []
 
 
-class CampaignPut(Wire):
+class CampaignPut(Wire, frozen=True, forbid_unknown_fields=True):
     starts_at: datetime
     ends_at: datetime
     benefit: Benefit
@@ -47,20 +47,20 @@ class CampaignPut(Wire):
     voucher_ttl_s: Positive = 30 * 86400
 
 
-class StockChange(Wire):
+class StockChange(Wire, frozen=True, forbid_unknown_fields=True):
     add: Annotated[int, msgspec.Meta(ge=-1_000_000_000, le=1_000_000_000)]
 
 
-class Card(Wire):
+class Card(Wire, frozen=True, forbid_unknown_fields=True):
     card_no: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     secret: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 
 
-class CardUpload(Wire):
+class CardUpload(Wire, frozen=True, forbid_unknown_fields=True):
     cards: Annotated[list[Card], msgspec.Meta(min_length=1, max_length=10_000)]
 
 
-class ListUpdate(Wire):
+class ListUpdate(Wire, frozen=True, forbid_unknown_fields=True):
     add: Annotated[list[str], msgspec.Meta(max_length=10_000)] = []
     remove: Annotated[list[str], msgspec.Meta(max_length=10_000)] = []
 

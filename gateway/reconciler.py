@@ -25,8 +25,15 @@ BATCH = 100
 
 
 class Reconciler:
-    def __init__(self, redis: Any, scripts: Any, pool: SupplierPool, desk: RedeemDesk,
-                 interval_s: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        scripts: Any,
+        pool: SupplierPool,
+        desk: RedeemDesk,
+        interval_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._redis = redis
         self._lease = scripts.pending_lease
         self._pool = pool

@@ -126,26 +126,49 @@ class RedeemDesk:
         for rule in self._rules:
             effect = "shadow" if rule.mode == "shadow" else rule.decision
             args += [rule.id, rule.threshold, rule.window_s * 1000, effect]
-        nonce_key = keys.nonce(keys.GUARD_TAG, nonce_key_suffix(caller.client_id, caller.nonce or "-"))
+        nonce_key = keys.nonce(
+            keys.GUARD_TAG, nonce_key_suffix(caller.client_id, caller.nonce or "-")
+        )
         now_ms = int(now * 1000)
         outcome, index, retry_ms, fired = await redis_call(
             "redeem_guard",
             self._scripts.redeem_guard(
                 keys=[nonce_key, keys.events(keys.GUARD_TAG), *limit_keys, *rule_keys],
-                args=[now_ms, mode, 1 if caller.nonce and mode != "fail" else 0,
-                      NONCE_TTL_S * 1000, len(self._limits), len(self._rules), rfc3339_ms(now_ms),
-                      self._max_len, req.user_id, req.device_id, caller.ip, caller.request_id,
-                      caller.client_id, *args],
+                args=[
+                    now_ms,
+                    mode,
+                    1 if caller.nonce and mode != "fail" else 0,
+                    NONCE_TTL_S * 1000,
+                    len(self._limits),
+                    len(self._rules),
+                    rfc3339_ms(now_ms),
+                    self._max_len,
+                    req.user_id,
+                    req.device_id,
+                    caller.ip,
+                    caller.request_id,
+                    caller.client_id,
+                    *args,
+                ],
             ),
         )
         for i in fired:
             rule = self._rules[int(i) - 1]
             metrics.risk_decisions.labels(rule.id, rule.decision, rule.mode).inc()
-        self._raise_for_guard(int(outcome), int(index), int(retry_ms), fired, limit_keys,
-                              rule_keys, now)
+        self._raise_for_guard(
+            int(outcome), int(index), int(retry_ms), fired, limit_keys, rule_keys, now
+        )
 
-    def _raise_for_guard(self, outcome: int, index: int, retry_ms: int, fired: list[Any],
-                         limit_keys: list[str], rule_keys: list[str], now: float) -> None:
+    def _raise_for_guard(
+        self,
+        outcome: int,
+        index: int,
+        retry_ms: int,
+        fired: list[Any],
+        limit_keys: list[str],
+        rule_keys: list[str],
+        now: float,
+    ) -> None:
         if outcome == GO_ON:
             return
         if outcome == NONCE_SPENT:
@@ -182,12 +205,31 @@ class RedeemDesk:
         outcome, a, b = await redis_call(
             "redeem",
             self._scripts.redeem(
-                keys=[keys.voucher(tag, code), idem, keys.redemption(tag, rid), keys.events(tag),
-                      keys.pending(tag)],
-                args=[now_ms, fp, rid, codes.mask_code(code), req.user_id, req.device_id,
-                      caller.ip, caller.request_id, caller.client_id, IDEMPOTENCY_TTL_S,
-                      req.account or "", rfc3339_ms(now_ms), self._max_len, prefix,
-                      self._sweep_after_ms, code],
+                keys=[
+                    keys.voucher(tag, code),
+                    idem,
+                    keys.redemption(tag, rid),
+                    keys.events(tag),
+                    keys.pending(tag),
+                ],
+                args=[
+                    now_ms,
+                    fp,
+                    rid,
+                    codes.mask_code(code),
+                    req.user_id,
+                    req.device_id,
+                    caller.ip,
+                    caller.request_id,
+                    caller.client_id,
+                    IDEMPOTENCY_TTL_S,
+                    req.account or "",
+                    rfc3339_ms(now_ms),
+                    self._max_len,
+                    prefix,
+                    self._sweep_after_ms,
+                    code,
+                ],
             ),
         )
         outcome = int(outcome)
@@ -226,16 +268,27 @@ class RedeemDesk:
 
     # -- direct recharge ------------------------------------------------------------------
 
-    async def settle(self, tag: str, rid: str, action: str, supplier: str = "", ref: str = "",
-                     failure: str = "") -> str:
+    async def settle(
+        self, tag: str, rid: str, action: str, supplier: str = "", ref: str = "", failure: str = ""
+    ) -> str:
         """Move a pending redemption on; returns its status afterwards ('' if unknown)."""
         now_ms = int(self._clock() * 1000)
         status = await redis_call(
             "redeem_settle",
             self._scripts.redeem_settle(
                 keys=[keys.redemption(tag, rid), keys.events(tag), keys.pending(tag)],
-                args=[action, now_ms, rfc3339_ms(now_ms), f"gw:{{{tag}}}:", supplier, ref,
-                      now_ms + self._recheck_ms, self._max_len, failure, rid],
+                args=[
+                    action,
+                    now_ms,
+                    rfc3339_ms(now_ms),
+                    f"gw:{{{tag}}}:",
+                    supplier,
+                    ref,
+                    now_ms + self._recheck_ms,
+                    self._max_len,
+                    failure,
+                    rid,
+                ],
             ),
         )
         return _text(status)
@@ -249,8 +302,9 @@ class RedeemDesk:
         budget = self._sweep_after_ms / 2000
         try:
             async with asyncio.timeout(budget):
-                outcome = await self._pool.deliver(rid, sku, account, suppliers.split(","),
-                                                   before_attempt=before_attempt)
+                outcome = await self._pool.deliver(
+                    rid, sku, account, suppliers.split(","), before_attempt=before_attempt
+                )
         except (TimeoutError, Abandoned):
             outcome = Pending("")
         if isinstance(outcome, Delivered):

@@ -25,7 +25,9 @@ async def redis_call(name: str, call: Awaitable[T]) -> T:
         result = await call
     except UNREACHABLE as exc:
         metrics.redis_errors.labels(name).inc()
-        log.warning("redis call failed", extra={"call": name, "error": f"{type(exc).__name__}: {exc}"})
+        log.warning(
+            "redis call failed", extra={"call": name, "error": f"{type(exc).__name__}: {exc}"}
+        )
         raise unavailable() from exc
     metrics.redis_latency.labels(name).observe(time.perf_counter() - started)
     return result

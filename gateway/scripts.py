@@ -30,8 +30,18 @@ def joined(name: str) -> str:
 class Scripts:
     """Every script the gateway calls, registered once per Redis client."""
 
-    NAMES = ("claim", "admin_campaign", "admin_stock", "admin_state", "redeem_guard", "redeem",
-             "redeem_settle", "pending_lease", "voucher_state", "card_add")
+    NAMES = (
+        "claim",
+        "admin_campaign",
+        "admin_stock",
+        "admin_state",
+        "redeem_guard",
+        "redeem",
+        "redeem_settle",
+        "pending_lease",
+        "voucher_state",
+        "card_add",
+    )
 
     def __init__(self, redis: Any) -> None:
         self._redis = redis
@@ -41,12 +51,13 @@ class Scripts:
 
     def __getattr__(self, name: str) -> AsyncScript:
         try:
-            return self.__dict__["by_name"][name]
+            script: AsyncScript = self.__dict__["by_name"][name]
+            return script
         except KeyError:
             raise AttributeError(name) from None
 
     async def load_all(self) -> None:
-        """Load every script into Redis (all primaries in a cluster) so the first call is EVALSHA."""
+        """Load every script (on all primaries of a cluster): the first call is an EVALSHA."""
         for script in self.by_name.values():
             script.sha = await self._redis.script_load(script.script)
 

@@ -62,14 +62,17 @@ async def run_worker(settings: Settings, redis_url: str, data_key: bytes) -> Non
 
     public, admin = create_app(settings, redis_url, data_key)
     server = settings.server
-    runner_args = {
-        "handle_signals": False,
-        "access_log": None,
-        "keepalive_timeout": server.keepalive_timeout_s,
-        "lingering_time": 1.0,
-        "shutdown_timeout": server.shutdown_timeout_s,
-    }
-    runners = [web.AppRunner(public, **runner_args), web.AppRunner(admin, **runner_args)]
+    runners = [
+        web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=server.keepalive_timeout_s,
+            lingering_time=1.0,
+            shutdown_timeout=server.shutdown_timeout_s,
+        )
+        for app in (public, admin)
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -122,7 +125,9 @@ class Master:
             data_key = resolve_data_key(self.settings)
             settings_json = msgspec.json.encode(self.settings)
             self._install_signals()
-            self._procs = [self._spawn(settings_json, redis_url, data_key) for _ in range(self.workers)]
+            self._procs = [
+                self._spawn(settings_json, redis_url, data_key) for _ in range(self.workers)
+            ]
             self._supervise(settings_json, redis_url, data_key)
             return 0
         finally:

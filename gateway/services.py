@@ -48,16 +48,25 @@ class Services:
         self.lists = RiskListCache()
         self.claims = ClaimDesk(self.redis, self.scripts, self.settings, self.lists.lists)
         self.views = CampaignViews(self.redis)
-        specs = [SupplierSpec(id=s.id, base_url=s.base_url, timeout_s=s.timeout_s,
-                              max_concurrency=s.max_concurrency, priority=s.priority)
-                 for s in self.settings.suppliers]
+        specs = [
+            SupplierSpec(
+                id=s.id,
+                base_url=s.base_url,
+                timeout_s=s.timeout_s,
+                max_concurrency=s.max_concurrency,
+                priority=s.priority,
+            )
+            for s in self.settings.suppliers
+        ]
         self.pool = SupplierPool(specs, observer=SupplierObserver())
         self.breakers = BreakerSync(self.redis, self.pool)
-        self.redemptions = RedeemDesk(self.redis, self.scripts, self.settings, self.pool,
-                                      self.data_key)
+        self.redemptions = RedeemDesk(
+            self.redis, self.scripts, self.settings, self.pool, self.data_key
+        )
         redemption = self.settings.redemption
-        self.reconciler = Reconciler(self.redis, self.scripts, self.pool, self.redemptions,
-                                     redemption.reconcile_interval_s)
+        self.reconciler = Reconciler(
+            self.redis, self.scripts, self.pool, self.redemptions, redemption.reconcile_interval_s
+        )
         self._spawn(self._refresh_lists())
         self._spawn(self.breakers.run())
         self._spawn(self.reconciler.run())

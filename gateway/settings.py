@@ -206,11 +206,17 @@ def _validate_server(server: Server) -> None:
     for key in ("body_timeout_s", "keepalive_timeout_s", "shutdown_timeout_s"):
         if getattr(server, key) <= 0:
             raise ConfigError(f"server.{key}: must be > 0")
-    for i, proxy in enumerate(server.trusted_proxies):
+    _validate_proxies(server.trusted_proxies)
+
+
+def _validate_proxies(proxies: list[str]) -> None:
+    for i, proxy in enumerate(proxies):
         try:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError as exc:
-            raise ConfigError(f"server.trusted_proxies[{i}]: not an address or CIDR: {proxy!r}") from exc
+            raise ConfigError(
+                f"server.trusted_proxies[{i}]: not an address or CIDR: {proxy!r}"
+            ) from exc
 
 
 def _validate_redis(redis: Redis) -> None:

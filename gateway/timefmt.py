@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 
 def rfc3339_ms(ms: int) -> str:
     """`2026-11-23T09:00:00.123Z` for epoch milliseconds."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    )
 
 
 def rfc3339_s(ms: int) -> str:

@@ -66,17 +66,20 @@ api_key = "{API_KEY}"
 def wait_ready(url: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url + "/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(url + "/readyz", timeout=1) as response,
+        ):
+            if response.status == 200:
+                return
         time.sleep(0.1)
     raise TimeoutError(f"gateway at {url} not ready within {timeout_s}s")
 
 
 @contextlib.contextmanager
-def serve(tmp_path: Path, redis_url: str, workers: int = 2, extra: str = "",
-          wait: bool = True) -> Iterator[Served]:
+def serve(
+    tmp_path: Path, redis_url: str, workers: int = 2, extra: str = "", wait: bool = True
+) -> Iterator[Served]:
     """Start `gateway serve`; on exit SIGTERM it and require a clean (exit 0) shutdown."""
     port, admin_port = free_port(), free_port()
     config = tmp_path / "gateway.toml"
@@ -86,7 +89,10 @@ def serve(tmp_path: Path, redis_url: str, workers: int = 2, extra: str = "",
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
         )
     served = Served(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", process, log_path)
     try:

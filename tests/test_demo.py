@@ -35,18 +35,23 @@ def read_until_examples(process: subprocess.Popen[str], timeout_s: float) -> str
 def test_demo_prints_curl_commands_and_the_first_claim_returns_201(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "demo", "--config", str(ROOT / "config/demo.toml")],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         text = read_until_examples(process, timeout_s=60)
         first = re.search(r"^# 1\..*?\n(curl .*?)\n\n", text, re.S | re.M)
         assert first, text
         command = first.group(1).replace("\\\n", " ")
-        result = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
-                                timeout=20, check=False)
+        result = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=20, check=False
+        )
         assert result.stdout.startswith("HTTP/1.1 201"), result.stdout
-        again = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
-                               timeout=20, check=False)
+        again = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=20, check=False
+        )
         assert again.stdout.startswith("HTTP/1.1 201")
         assert "idempotent-replayed: true" in again.stdout.lower()
     finally:

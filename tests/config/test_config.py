@@ -47,7 +47,9 @@ def test_bad_config_is_refused_with_a_message_naming_the_key(name: str) -> None:
 def test_check_config_cli_exits_2_and_names_the_key() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "check-config", str(HERE / "bad_limit_window.toml")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2
     assert "limits.claim[0].window_s" in result.stderr
@@ -55,19 +57,27 @@ def test_check_config_cli_exits_2_and_names_the_key() -> None:
 
 @pytest.mark.parametrize("path", ["config/demo.toml", "bench/gateway.toml"])
 def test_shipped_configs_are_valid(path: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "gateway", "check-config", str(ROOT / path)],
-                            capture_output=True, text=True, check=False, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", str(ROOT / path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{ROOT / path}: ok")
 
 
 def test_environment_overrides_secrets() -> None:
     raw = b'[admin]\ntoken = "file"\n[[clients]]\nid = "shop-app.eu"\napi_key = "file-key"\n'
-    settings = parse(raw, env={
-        "GATEWAY_ADMIN_TOKEN": "env-token",
-        "GATEWAY_CLIENT_SHOP_APP_EU_API_KEY": "env-key",
-        "GATEWAY_DATA_KEY": "A" * 43 + "=",
-    })
+    settings = parse(
+        raw,
+        env={
+            "GATEWAY_ADMIN_TOKEN": "env-token",
+            "GATEWAY_CLIENT_SHOP_APP_EU_API_KEY": "env-key",
+            "GATEWAY_DATA_KEY": "A" * 43 + "=",
+        },
+    )
     assert settings.admin.token == "env-token"
     assert settings.clients[0].api_key == "env-key"
     assert settings.security.data_key == "A" * 43 + "="
