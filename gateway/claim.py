@@ -100,6 +100,7 @@ class ClaimDesk:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
+        self._scripts = scripts
         self._script = scripts.claim
         self._lists = lists
         self._clock = clock
@@ -217,7 +218,8 @@ class ClaimDesk:
             del self._soldout_until[campaign_id]
             return False
         # A retried grant must still replay: only a key never seen is answered from memory.
-        return not await redis_call("claim_idem_probe", self._redis.exists(idem_redis_key))
+        probe = self._scripts.execute("EXISTS", idem_redis_key)
+        return not await redis_call("claim_idem_probe", probe)
 
     def _rule_args(
         self,

@@ -30,6 +30,8 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
     if length is not None and length > max_bytes:
         raise ApiError(413, "payload_too_large", f"body exceeds {max_bytes} bytes")
     try:
+        if request.content.is_eof():  # already all here (small bodies): no timer needed
+            return await request.read()
         async with asyncio.timeout(timeout_s):
             return await request.read()
     except TimeoutError:

@@ -7,6 +7,8 @@ decision. redis-py's Script reloads on NOSCRIPT (after a Redis restart) and retr
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -43,18 +45,31 @@ class Scripts:
         "card_add",
     )
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, fast: Any = None) -> None:
         self._redis = redis
+        self._fast = fast  # an AutoPipeline on single-node Redis, else None (redis-py)
         self.by_name: dict[str, AsyncScript] = {
             name: redis.register_script(joined(f"{name}.lua")) for name in self.NAMES
         }
 
-    def __getattr__(self, name: str) -> AsyncScript:
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        """`scripts.claim(keys=[...], args=[...])` runs the claim script (NOSCRIPT reloads)."""
         try:
-            script: AsyncScript = self.__dict__["by_name"][name]
-            return script
+            script = self.__dict__["by_name"][name]
         except KeyError:
             raise AttributeError(name) from None
+        return functools.partial(self._call, script)
+
+    async def _call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        if self._fast is not None:
+            return await self._fast.evalsha(script.sha, script.script, keys, args)
+        return await script(keys=keys, args=args)
+
+    async def execute(self, *command: Any) -> Any:
+        """A plain command, on the auto-pipeline when there is one."""
+        if self._fast is not None:
+            return await self._fast.execute(*command)
+        return await self._redis.execute_command(*command)
 
     async def load_all(self) -> None:
         """Load every script (on all primaries of a cluster): the first call is an EVALSHA."""

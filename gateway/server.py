@@ -68,7 +68,10 @@ async def run_worker(settings: Settings, redis_url: str, data_key: bytes) -> Non
             handle_signals=False,
             access_log=None,
             keepalive_timeout=server.keepalive_timeout_s,
-            lingering_time=1.0,
+            # After an early answer (408, 413) aiohttp reads what is left of the body for up
+            # to this long, so the client sees the answer; short, so a trickler is gone
+            # within body_timeout_s + 1 s.
+            lingering_time=0.5,
             shutdown_timeout=server.shutdown_timeout_s,
         )
         for app in (public, admin)

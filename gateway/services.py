@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.auth import ClientIp, Clients
+from gateway.autopipe import AutoPipeline
 from gateway.campaigns import CampaignViews
 from gateway.claim import ClaimDesk
 from gateway.metrics import SupplierObserver
@@ -43,7 +44,12 @@ class Services:
     async def start(self) -> None:
         """Connect, load scripts (tolerating Redis being down: /readyz says so) and start tasks."""
         self.redis: Any = connect(self.redis_url, self.settings.redis.timeout_s)
-        self.scripts = Scripts(self.redis)
+        self.fast = (
+            AutoPipeline(self.redis_url, self.settings.redis.timeout_s)
+            if AutoPipeline.supports(self.redis_url)
+            else None
+        )
+        self.scripts = Scripts(self.redis, self.fast)
         await self._load_scripts()
         self.lists = RiskListCache()
         self.claims = ClaimDesk(self.redis, self.scripts, self.settings, self.lists.lists)
@@ -110,6 +116,8 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.pool.close()
+        if self.fast is not None:
+            await self.fast.aclose()
         await self.redis.aclose()
 
 

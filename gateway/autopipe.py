@@ -1,0 +1,188 @@
+"""Auto-pipelining: every command issued in one event-loop turn goes out in one write.
+
+redis-py spends more CPU per call (argument encoding, pool checkout, retry and timeout
+wrappers, one socket write and read per command) than aiohttp spends on the whole request. On
+the claim path this client replaces it: one connection per worker, commands queued and flushed
+together at the end of the loop turn, replies parsed by hiredis in order. Valkey runs commands
+one at a time anyway, so one busy connection loses nothing and saves a syscall per claim.
+
+Failure handling keeps the gateway's contract: a connection that cannot be made, is lost, or
+has not answered for `timeout_s` fails every waiting call with redis-py's ConnectionError or
+TimeoutError (→ 503 unavailable); the next call reconnects. A NOSCRIPT (Valkey restarted)
+loads the script and retries once. Single-node URLs only; a cluster uses redis-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
+
+
+def _encode(args: tuple[Any, ...]) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        else:
+            data = str(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, client: AutoPipeline) -> None:
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        self.client.on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.on_lost(ConnectionError(f"connection to redis lost: {exc or 'closed'}"))
+
+
+class AutoPipeline:
+    """One pipelined connection to a single Redis/Valkey node."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        parts = urlsplit(url)
+        self._unix = parts.path if parts.scheme == "unix" else None
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 6379
+        db = parts.path.lstrip("/") if parts.scheme != "unix" else ""
+        self._hello: list[tuple[Any, ...]] = []
+        if parts.password:
+            user = unquote(parts.username) if parts.username else "default"
+            self._hello.append(("AUTH", user, unquote(parts.password)))
+        if db and db != "0":
+            self._hello.append(("SELECT", db))
+        self._timeout_s = timeout_s
+        self._transport: asyncio.Transport | None = None
+        self._connecting: asyncio.Future[None] | None = None
+        self._reader = hiredis.Reader()
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._outbox: list[bytes] = []
+        self._flush_scheduled = False
+        self._last_progress = time.monotonic()
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    @staticmethod
+    def supports(url: str) -> bool:
+        """Plain single-node URLs; TLS and clusters stay with redis-py."""
+        return url.startswith(("redis://", "unix://"))
+
+    async def execute(self, *args: Any) -> Any:
+        """Send one command in the current batch and await its reply."""
+        if self._transport is None:
+            await self._connect()
+        return await self._enqueue(_encode(args))
+
+    async def evalsha(self, sha: str, script: str, keys: list[Any], args: list[Any]) -> Any:
+        """EVALSHA, loading the script once if the server lost it (NOSCRIPT)."""
+        try:
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.execute("SCRIPT", "LOAD", script)
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+
+    def _enqueue(self, command: bytes) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._waiting:
+            self._last_progress = time.monotonic()
+        self._waiting.append(future)
+        self._outbox.append(command)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._transport is not None and self._outbox:
+            self._transport.write(b"".join(self._outbox))
+        self._outbox.clear()
+
+    async def _connect(self) -> None:
+        if self._connecting is not None:
+            return await asyncio.shield(self._connecting)
+        loop = asyncio.get_running_loop()
+        self._connecting = loop.create_future()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                if self._unix:
+                    transport, _ = await loop.create_unix_connection(
+                        lambda: _Protocol(self), self._unix
+                    )
+                else:
+                    transport, _ = await loop.create_connection(
+                        lambda: _Protocol(self), self._host, self._port
+                    )
+            self._reader = hiredis.Reader()
+            self._transport = transport  # type: ignore[assignment]
+            for command in self._hello:
+                self._enqueue(_encode(command))
+            self._watchdog = loop.call_later(self._timeout_s, self._check_progress)
+            self._connecting.set_result(None)
+        except (OSError, asyncio.TimeoutError) as exc:
+            error = ConnectionError(f"cannot connect to redis: {exc!r}")
+            self._connecting.set_exception(error)
+            self._connecting.exception()  # retrieved: waiters get it through shield
+            raise error from exc
+        finally:
+            self._connecting = None
+
+    def _check_progress(self) -> None:
+        """A connection with calls waiting longer than timeout_s is given up."""
+        if self._transport is None:
+            return
+        stalled = time.monotonic() - self._last_progress > self._timeout_s
+        if self._waiting and stalled:
+            transport = self._transport
+            self.on_lost(TimeoutError("redis did not answer in time"))
+            transport.abort()
+            return
+        self._watchdog = asyncio.get_running_loop().call_later(
+            self._timeout_s / 2, self._check_progress
+        )
+
+    def on_data(self, data: bytes) -> None:
+        self._reader.feed(data)
+        self._last_progress = time.monotonic()
+        while True:
+            reply = self._reader.gets()
+            if reply is False:
+                return
+            future = self._waiting.popleft()
+            if future.done():
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                text = str(reply)
+                error = NoScriptError(text) if text.startswith("NOSCRIPT") else ResponseError(text)
+                future.set_exception(error)
+            else:
+                future.set_result(reply)
+
+    def on_lost(self, error: Exception) -> None:
+        self._transport = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        waiting, self._waiting = self._waiting, collections.deque()
+        self._outbox.clear()
+        for future in waiting:
+            if not future.done():
+                future.set_exception(error)
+
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            transport = self._transport
+            self.on_lost(ConnectionError("closed"))
+            transport.close()
