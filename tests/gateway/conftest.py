@@ -79,15 +79,25 @@ class Gateway:
         assert response.status == 201, await response.text()
         return str((await response.json())["voucher"]["code"])
 
-    async def redeem(self, code: str, user_id: str = "ruth", device_id: str = "dev",
-                     account: str | None = None, key: str | None = None,
-                     api_key: str = API_KEY) -> Any:
+    async def redeem(
+        self,
+        code: str,
+        user_id: str = "ruth",
+        device_id: str = "dev",
+        account: str | None = None,
+        key: str | None = None,
+        api_key: str = API_KEY,
+    ) -> Any:
         body: dict[str, Any] = {"voucher_code": code, "user_id": user_id, "device_id": device_id}
         if account is not None:
             body["account"] = account
         return await self.public.post(
-            "/v1/redemptions", json=body,
-            headers={"Authorization": f"Bearer {api_key}", "Idempotency-Key": key or uuid.uuid4().hex},
+            "/v1/redemptions",
+            json=body,
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Idempotency-Key": key or uuid.uuid4().hex,
+            },
         )
 
     async def stats(self, campaign_id: str) -> dict[str, Any]:
@@ -104,13 +114,18 @@ class Gateway:
         api_key: str = API_KEY,
         headers: dict[str, str] | None = None,
     ) -> Any:
-        body = {"user_id": user_id or f"user-{uuid.uuid4().hex[:10]}",
-                "device_id": device_id or f"dev-{uuid.uuid4().hex[:10]}"}
-        all_headers = {"Authorization": f"Bearer {api_key}",
-                       "Idempotency-Key": key or uuid.uuid4().hex}
+        body = {
+            "user_id": user_id or f"user-{uuid.uuid4().hex[:10]}",
+            "device_id": device_id or f"dev-{uuid.uuid4().hex[:10]}",
+        }
+        all_headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Idempotency-Key": key or uuid.uuid4().hex,
+        }
         all_headers.update(headers or {})
-        return await self.public.post(f"/v1/campaigns/{campaign_id}/claims", json=body,
-                                      headers=all_headers)
+        return await self.public.post(
+            f"/v1/campaigns/{campaign_id}/claims", json=body, headers=all_headers
+        )
 
 
 async def start_gateway(redis_url: str, extra_config: str = "") -> AsyncIterator[Gateway]:

@@ -102,8 +102,9 @@ async def test_scheduled_and_ended_campaigns_are_not_active(gateway: Gateway) ->
     ended = await gateway.put_campaign(starts_at=iso(-7200), ends_at=iso(-3600))
     await expect_code(await gateway.claim(scheduled), 409, "campaign_not_active")
     await expect_code(await gateway.claim(ended), 409, "campaign_not_active")
-    view = await gateway.public.get(f"/v1/campaigns/{scheduled}",
-                                    headers={"Authorization": "Bearer test-key"})
+    view = await gateway.public.get(
+        f"/v1/campaigns/{scheduled}", headers={"Authorization": "Bearer test-key"}
+    )
     assert (await view.json())["state"] == "scheduled"
 
 
@@ -145,12 +146,18 @@ async def test_admin_requires_token(gateway: Gateway) -> None:
 
 async def test_campaign_view_reports_stock_and_state(gateway: Gateway) -> None:
     campaign = await gateway.put_campaign(stock=4)
-    response = await gateway.public.get(f"/v1/campaigns/{campaign}",
-                                        headers={"Authorization": "Bearer test-key"})
+    response = await gateway.public.get(
+        f"/v1/campaigns/{campaign}", headers={"Authorization": "Bearer test-key"}
+    )
     body = await response.json()
     assert response.status == 200
-    assert body == {"campaign_id": campaign, "state": "active", "starts_at": "2020-01-01T00:00:00Z",
-                    "ends_at": "2099-01-01T00:00:00Z", "stock_left": 4}
+    assert body == {
+        "campaign_id": campaign,
+        "state": "active",
+        "starts_at": "2020-01-01T00:00:00Z",
+        "ends_at": "2099-01-01T00:00:00Z",
+        "stock_left": 4,
+    }
 
 
 async def test_update_keeps_stock_and_changes_limits(gateway: Gateway) -> None:

@@ -30,8 +30,9 @@ async def test_same_key_with_other_body_is_422(gateway: Gateway) -> None:
 async def test_keys_are_scoped_per_client(gateway: Gateway) -> None:
     campaign = await gateway.put_campaign(stock=5, per_user_limit=5)
     first = await gateway.claim(campaign, user_id="u1", device_id="d1", key="shared")
-    second = await gateway.claim(campaign, user_id="u1", device_id="d1", key="shared",
-                                 api_key=OTHER_KEY)
+    second = await gateway.claim(
+        campaign, user_id="u1", device_id="d1", key="shared", api_key=OTHER_KEY
+    )
     assert first.status == second.status == 201
     assert "Idempotent-Replayed" not in second.headers
     assert (await first.json())["claim_id"] != (await second.json())["claim_id"]

@@ -15,18 +15,26 @@ from tests.served import ADMIN_TOKEN, API_KEY, serve
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-async def create_campaign(session: aiohttp.ClientSession, admin: str, campaign_id: str,
-                          stock: int) -> None:
-    body = {"starts_at": "2020-01-01T00:00:00Z", "ends_at": "2099-01-01T00:00:00Z",
-            "stock": stock, "per_user_limit": 1, "benefit": {"kind": "voucher"}}
-    async with session.put(f"{admin}/admin/campaigns/{campaign_id}", json=body,
-                           headers=ADMIN) as response:
+async def create_campaign(
+    session: aiohttp.ClientSession, admin: str, campaign_id: str, stock: int
+) -> None:
+    body = {
+        "starts_at": "2020-01-01T00:00:00Z",
+        "ends_at": "2099-01-01T00:00:00Z",
+        "stock": stock,
+        "per_user_limit": 1,
+        "benefit": {"kind": "voucher"},
+    }
+    async with session.put(
+        f"{admin}/admin/campaigns/{campaign_id}", json=body, headers=ADMIN
+    ) as response:
         assert response.status == 201
 
 
 async def fire_claims(public: str, campaign_id: str, n: int) -> list[tuple[int, Any]]:
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def one(i: int) -> tuple[int, Any]:
             async with session.post(
                 f"{public}/v1/campaigns/{campaign_id}/claims",
@@ -50,17 +58,19 @@ async def test_two_thousand_concurrent_claims_on_two_workers_grant_exactly_the_s
         assert statuses[409] == 1800, statuses
         assert all(body["error"]["code"] == "sold_out" for s, body in results if s == 409)
         assert len({body["voucher"]["code"] for s, body in results if s == 201}) == 200
-        async with aiohttp.ClientSession() as session, session.get(
-            f"{served.admin}/admin/campaigns/flash/stats", headers=ADMIN
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{served.admin}/admin/campaigns/flash/stats", headers=ADMIN) as response,
+        ):
             stats = await response.json()
         assert (stats["stock_left"], stats["granted"], stats["stock_added"]) == (0, 200, 200)
         entries = await redis_client.xrange(keys.events(keys.shard_tag("flash")))
         grants = [f for _id, f in entries if f[b"type"] == b"claim.granted"]
         assert len(grants) == 200
         # Both workers really served: the aggregated metrics count every answer.
-        async with aiohttp.ClientSession() as session, session.get(
-            f"{served.public}/metrics"
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{served.public}/metrics") as response,
+        ):
             text = await response.text()
         assert 'gateway_claims_total{result="granted"} 200.0' in text

@@ -9,21 +9,29 @@ import aiohttp
 
 from tests.gateway.conftest import OTHER_KEY, Gateway
 
-RECHARGE = {"benefit": {"kind": "direct_recharge", "sku": "topup-10",
-                        "suppliers": ["alpha", "beta"]}}
+RECHARGE = {
+    "benefit": {"kind": "direct_recharge", "sku": "topup-10", "suppliers": ["alpha", "beta"]}
+}
 
 
 async def knobs(gw: Gateway, supplier: str, **values: Any) -> None:
-    async with aiohttp.ClientSession() as session, session.put(
-        f"{gw.simulator}/_sim/suppliers/{supplier}", json=values  # type: ignore[attr-defined]
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(
+            f"{gw.simulator}/_sim/suppliers/{supplier}",
+            json=values,  # type: ignore[attr-defined]
+        ) as response,
+    ):
         assert response.status == 200, await response.text()
 
 
 async def sim_orders(gw: Gateway) -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as session, session.get(
-        f"{gw.simulator}/_sim/orders"  # type: ignore[attr-defined]
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{gw.simulator}/_sim/orders"  # type: ignore[attr-defined]
+        ) as response,
+    ):
         body = await response.json()
     return list(body["orders"] if isinstance(body, dict) else body)
 
@@ -143,8 +151,9 @@ async def test_processing_answer_is_pending_then_reconciled_to_delivered(
     rid = body["redemption_id"]
     for _ in range(50):
         await asyncio.sleep(0.1)
-        view = await gw.public.get(f"/v1/redemptions/{rid}",
-                                   headers={"Authorization": "Bearer test-key"})
+        view = await gw.public.get(
+            f"/v1/redemptions/{rid}", headers={"Authorization": "Bearer test-key"}
+        )
         if (await view.json())["status"] == "delivered":
             break
     assert (await view.json())["status"] == "delivered"
@@ -161,8 +170,11 @@ async def test_unknown_malformed_and_foreign_codes_are_indistinguishable_404(
     campaign = await gw.put_campaign()
     code = await gw.grant(campaign, user_id="owner")
     bodies = []
-    for candidate, user in ((code, "stranger"), ("NOT-A-CODE", "owner"),
-                            (code[:-3] + ("0" if code[-3] != "0" else "1") + code[-2:], "owner")):
+    for candidate, user in (
+        (code, "stranger"),
+        ("NOT-A-CODE", "owner"),
+        (code[:-3] + ("0" if code[-3] != "0" else "1") + code[-2:], "owner"),
+    ):
         response = await gw.redeem(candidate, user_id=user)
         assert response.status == 404
         bodies.append((await response.json())["error"]["message"])
@@ -203,17 +215,26 @@ async def test_card_secret_is_delivered_from_the_pool_and_pool_empty_is_503(
     campaign = await gw.put_campaign(benefit={"kind": "card_secret", "sku": "gift"})
     first = await gw.grant(campaign, user_id="u1")
     second = await gw.grant(campaign, user_id="u2")
-    upload = await gw.admin_call("POST", f"/admin/campaigns/{campaign}/card-secrets",
-                                 {"cards": [{"card_no": "C-1", "secret": "s3cret-1"}]})
+    upload = await gw.admin_call(
+        "POST",
+        f"/admin/campaigns/{campaign}/card-secrets",
+        {"cards": [{"card_no": "C-1", "secret": "s3cret-1"}]},
+    )
     assert upload.status == 200
     assert "s3cret" not in await upload.text()
     response = await gw.redeem(first, user_id="u1")
-    assert (await response.json())["delivery"] == {"kind": "card_secret", "card_no": "C-1",
-                                                   "secret": "s3cret-1"}
+    assert (await response.json())["delivery"] == {
+        "kind": "card_secret",
+        "card_no": "C-1",
+        "secret": "s3cret-1",
+    }
     empty = await gw.redeem(second, user_id="u2")
     assert empty.status == 503 and await error_code(empty) == "pool_empty"
-    await gw.admin_call("POST", f"/admin/campaigns/{campaign}/card-secrets",
-                        {"cards": [{"card_no": "C-2", "secret": "s3cret-2"}]})
+    await gw.admin_call(
+        "POST",
+        f"/admin/campaigns/{campaign}/card-secrets",
+        {"cards": [{"card_no": "C-2", "secret": "s3cret-2"}]},
+    )
     assert (await gw.redeem(second, user_id="u2")).status == 200
 
 
@@ -221,13 +242,17 @@ async def test_redemption_is_readable_by_its_client_only(redeem_gateway: Gateway
     gw = redeem_gateway
     code = await gw.grant(await gw.put_campaign())
     rid = (await (await gw.redeem(code)).json())["redemption_id"]
-    own = await gw.public.get(f"/v1/redemptions/{rid}", headers={"Authorization": "Bearer test-key"})
+    own = await gw.public.get(
+        f"/v1/redemptions/{rid}", headers={"Authorization": "Bearer test-key"}
+    )
     assert own.status == 200 and (await own.json())["status"] == "delivered"
-    other = await gw.public.get(f"/v1/redemptions/{rid}",
-                                headers={"Authorization": f"Bearer {OTHER_KEY}"})
+    other = await gw.public.get(
+        f"/v1/redemptions/{rid}", headers={"Authorization": f"Bearer {OTHER_KEY}"}
+    )
     assert other.status == 404 and await error_code(other) == "redemption_not_found"
-    missing = await gw.public.get("/v1/redemptions/rdm_nope",
-                                  headers={"Authorization": "Bearer test-key"})
+    missing = await gw.public.get(
+        "/v1/redemptions/rdm_nope", headers={"Authorization": "Bearer test-key"}
+    )
     assert missing.status == 404
 
 
