@@ -30,6 +30,9 @@ typecheck: install
 loadtest: install
 	$(BIN)/python -m loadtests.run $(LOADTEST_ARGS)
 
+preflight: install
+	$(BIN)/gateway preflight $(or $(CAMPAIGN),config/demo-campaign.toml)
+
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 

@@ -46,6 +46,12 @@ def _events_tail(args: argparse.Namespace) -> int:
     )
 
 
+def _preflight(args: argparse.Namespace) -> int:
+    from gateway.preflight import run_preflight
+
+    return run_preflight(args.campaign)
+
+
 def _supplier_sim(argv: Sequence[str]) -> int:
     from supplier_pool.simulator import main as sim_main
 
@@ -80,6 +86,10 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
     tail.add_argument("--no-follow", action="store_true", help="stop when caught up")
     tail.set_defaults(func=_events_tail)
+
+    preflight = sub.add_parser("preflight", help="rehearse a campaign's spike on a scratch copy")
+    preflight.add_argument("campaign", help="campaign file, e.g. config/demo-campaign.toml")
+    preflight.set_defaults(func=_preflight)
 
     sub.add_parser("supplier-sim", help="run the supplier simulator", add_help=False)
     return top

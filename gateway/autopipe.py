@@ -21,7 +21,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
-from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 
 def _encode(args: tuple[Any, ...]) -> bytes:
@@ -126,12 +127,12 @@ class AutoPipeline:
                         lambda: _Protocol(self), self._host, self._port
                     )
             self._reader = hiredis.Reader()
-            self._transport = transport  # type: ignore[assignment]
+            self._transport = transport
             for command in self._hello:
                 self._enqueue(_encode(command))
             self._watchdog = loop.call_later(self._timeout_s, self._check_progress)
             self._connecting.set_result(None)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # the builtin: connect or asyncio.timeout
             error = ConnectionError(f"cannot connect to redis: {exc!r}")
             self._connecting.set_exception(error)
             self._connecting.exception()  # retrieved: waiters get it through shield
@@ -146,7 +147,7 @@ class AutoPipeline:
         stalled = time.monotonic() - self._last_progress > self._timeout_s
         if self._waiting and stalled:
             transport = self._transport
-            self.on_lost(TimeoutError("redis did not answer in time"))
+            self.on_lost(RedisTimeout("redis did not answer in time"))
             transport.abort()
             return
         self._watchdog = asyncio.get_running_loop().call_later(
