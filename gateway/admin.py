@@ -205,9 +205,9 @@ async def put_risk_list(request: web.Request) -> web.Response:
     try:
         add = validate_entries(name, update.add)
         remove = validate_entries(name, update.remove)
-    except ValueError as exc:
+        await redis_call("admin_lists", apply_update(services.redis, name, add, remove))
+    except ValueError as exc:  # ListError: a bad entry, or one both added and removed
         raise invalid(str(exc)) from None
-    await redis_call("admin_lists", apply_update(services.redis, name, add, remove))
     _, now_text = _now()
     await redis_call(
         "admin_lists",

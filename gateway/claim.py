@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway import codes, keys, metrics
 from gateway.errors import ApiError, business
+from gateway.list_hits import ListHits
 from gateway.models import ClaimGranted, ClaimRequest, VoucherOut, encoder
 from gateway.redis_errors import redis_call
 from gateway.settings import Settings
@@ -112,6 +113,7 @@ class ClaimDesk:
         self._soldout_until: dict[str, float] = {}
         self._in_flight: set[tuple[str, str]] = set()
         self.prefilter = LocalBlocks()
+        self._list_hits = ListHits(scripts, settings.redis.stream_max_len)
 
     async def decide(
         self, campaign_id: str, req: ClaimRequest, caller: Caller, idem_key: str
@@ -137,7 +139,20 @@ class ClaimDesk:
             )
             for lim in self._limits
         ]
-        self._check_local(req, caller, limit_keys, now)
+        blocked = self._check_local(req, caller, limit_keys, now)
+        if blocked is not None:
+            await self._list_hits.record(
+                keys.events(tag),
+                blocked,
+                campaign_id,
+                req.user_id,
+                req.device_id,
+                caller.ip,
+                caller.request_id,
+                caller.client_id,
+            )
+            metrics.claims.labels("risk_denied").inc()
+            raise business("risk_denied")
         idem_redis_key = keys.idempotency(tag, "claim", caller.client_id, idem_key)
         fp = fingerprint(campaign_id, req.user_id, req.device_id)
         if await self._sold_out_locally(campaign_id, idem_redis_key, now):
@@ -197,18 +212,15 @@ class ClaimDesk:
 
     def _check_local(
         self, req: ClaimRequest, caller: Caller, limit_keys: list[str], now: float
-    ) -> None:
+    ) -> str | None:
+        """Raise the pre-filter's 429; return the block list the request is on, if any."""
         for lim, key in zip(self._limits, limit_keys, strict=True):
             left = self.prefilter.blocked_for(key, now)
             if left > 0:
                 metrics.ratelimit_rejections.labels("claim", lim.by, "local").inc()
                 metrics.claims.labels("rate_limited").inc()
                 raise rate_limited(lim, left * 1000)
-        blocked = self._lists.blocked_by(req.user_id, req.device_id, caller.ip)
-        if blocked is not None:
-            metrics.risk_decisions.labels(blocked, "deny", "enforce").inc()
-            metrics.claims.labels("risk_denied").inc()
-            raise business("risk_denied")
+        return self._lists.blocked_by(req.user_id, req.device_id, caller.ip)
 
     async def _sold_out_locally(self, campaign_id: str, idem_redis_key: str, now: float) -> bool:
         until = self._soldout_until.get(campaign_id)

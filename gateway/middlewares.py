@@ -40,7 +40,8 @@ def error_response(error: ApiError, request_id: str) -> web.Response:
 
 def _as_api_error(exc: web.HTTPException) -> ApiError:
     code, message = HTTP_CODES.get(exc.status, ("http_error", exc.reason))
-    return ApiError(exc.status, code, message)
+    allow = exc.headers.get("Allow")
+    return ApiError(exc.status, code, message, {"Allow": allow} if allow is not None else None)
 
 
 @web.middleware

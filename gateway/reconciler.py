@@ -24,6 +24,13 @@ log = logging.getLogger("gateway.reconciler")
 BATCH = 100
 
 
+def _stop_requested() -> bool:
+    """True once this task was cancelled, even if the CancelledError never reached us: on
+    Python 3.11 redis-py's `asyncio.wait_for` around a send can return normally instead."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class Reconciler:
     def __init__(
         self,
@@ -50,6 +57,8 @@ class Reconciler:
                 pass
             except Exception:
                 log.exception("reconciler sweep failed")
+            if _stop_requested():
+                raise asyncio.CancelledError
             await asyncio.sleep(self._interval_s)
 
     async def _tags(self) -> set[str]:
@@ -63,12 +72,21 @@ class Reconciler:
         for tag in sorted(await self._tags()):
             now_ms = int(self._clock() * 1000)
             due = await self._lease(keys=[keys.pending(tag)], args=[now_ms, lease_ms, BATCH])
-            for rid in due:
-                await self.settle_one(tag, rid.decode() if isinstance(rid, bytes) else rid)
-                looked += 1
+            await self._settle_all(tag, [r.decode() if isinstance(r, bytes) else r for r in due])
+            looked += len(due)
             waiting += await self._redis.zcard(keys.pending(tag))
         metrics.pending_redemptions.set(waiting)
         return looked
+
+    async def _settle_all(self, tag: str, rids: list[str]) -> None:
+        """Settle a leased batch together: one slow supplier answer must not hold up the rest
+        past their lease. The first error is raised once every settle has finished."""
+        results = await asyncio.gather(
+            *(self.settle_one(tag, r) for r in rids), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def settle_one(self, tag: str, rid: str) -> str:
         """Ask the supplier that may hold the order, and settle accordingly."""

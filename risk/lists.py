@@ -144,7 +144,9 @@ class RiskListCache:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.get(VERSION_KEY)
             for name in LIST_NAMES:
-                pipe.smembers(list_key(name))
+                pipe.execute_command(
+                    "SMEMBERS", list_key(name)
+                )  # cluster pipelines choke on smembers
             version, *sets = await pipe.execute()
         # One transaction: the snapshot and its version always match.
         fresh = RiskLists(**{n: map(_text, s) for n, s in zip(LIST_NAMES, sets, strict=True)})

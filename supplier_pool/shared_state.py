@@ -80,6 +80,8 @@ class BreakerSync:
                 if not failing:  # log the start of an outage, not every tick of it
                     log.warning("breaker sync: redis unavailable: %s", exc)
                 failing = True
+            if _stop_requested():
+                raise asyncio.CancelledError
             await asyncio.sleep(self._interval_s)
 
     async def sync_once(self) -> None:
@@ -152,6 +154,13 @@ class BreakerSync:
             local_until = breaker.open_until
             if local_until is not None:
                 self._known_local_until[supplier_id] = local_until
+
+
+def _stop_requested() -> bool:
+    """True once this task was cancelled, even if the CancelledError never reached us: on
+    Python 3.11 redis-py's `asyncio.wait_for` around a send can return normally instead."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _force(breaker: CircuitBreaker, forced: Literal["open", "closed"]) -> None:

@@ -6,6 +6,8 @@ log the tests use to prove that nothing was delivered twice.
 
 Fault order on every order route: down, latency, error_rate (500, nothing created); then, on POST
 only, timeout_rate (sleep `timeout_s`; the order exists first only with `commit_before_timeout`).
+A POST's body is read before the faults, so a caller that goes away during `latency_ms` still
+gets its order placed (the case a crashed gateway worker must reconcile).
 """
 
 from __future__ import annotations
@@ -201,11 +203,14 @@ async def post_order(request: web.Request) -> web.Response:
     supplier = _supplier_of(request)
     if supplier is None:
         return _error(404, "unknown supplier")
+    # Read before the faults, as a real supplier would: an order received in full is still
+    # placed after `latency_ms` even if the caller has gone away meanwhile.
+    body = await request.read()
     fault = await _faults(request, supplier)
     if fault is not None:
         return fault
     try:
-        req = _decode_order(await request.read())
+        req = _decode_order(body)
     except msgspec.DecodeError as exc:
         return _error(400, str(exc))
     sim = request.app[SIM]

@@ -157,9 +157,11 @@ def gateway_factory(valkey_url: str, redis_client: Any) -> Any:
 
     @contextlib.asynccontextmanager
     async def factory(extra_config: str = "") -> AsyncIterator[Gateway]:
-        async for gw in start_gateway(valkey_url, extra_config):
-            gw.redis = redis_client
-            yield gw
+        # aclosing: a failing test body still closes the test clients (no unclosed sessions).
+        async with contextlib.aclosing(start_gateway(valkey_url, extra_config)) as gateways:
+            async for gw in gateways:
+                gw.redis = redis_client
+                yield gw
 
     return factory
 

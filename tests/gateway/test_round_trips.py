@@ -1,0 +1,147 @@
+"""SPEC §2: one Redis round trip per claim decision, with limits, velocity rules (one in shadow)
+and risk lists all on. Counted on the real server: MONITOR shows every top-level command (a
+script's own commands are tagged `lua`), INFO commandstats counts EVALSHA calls."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import uuid
+from typing import Any
+
+from gateway import keys
+from gateway.services import SERVICES
+from risk.lists import VERSION_KEY
+from supplier_pool.shared_state import BREAKERS_KEY
+from tests.gateway.conftest import Gateway
+
+CLAIMS = 40
+EVERYTHING_ON = """
+[limits]
+claim = [
+  {by = "ip", limit = 1000, window_s = 60},
+  {by = "user", limit = 5, window_s = 60},
+  {by = "device", limit = 5, window_s = 60},
+  {by = "client", limit = 1000, window_s = 3600},
+]
+[[risk.rules]]
+id = "ip_watch"
+kind = "claims_per_ip"
+threshold = 1
+window_s = 60
+mode = "shadow"
+[[risk.rules]]
+id = "device_farm"
+kind = "distinct_users_per_device"
+threshold = 3
+window_s = 600
+[[risk.rules]]
+id = "roaming_user"
+kind = "distinct_devices_per_user"
+threshold = 3
+window_s = 600
+decision = "challenge"
+[redemption]
+reconcile_interval_s = 60.0
+"""
+# What the gateway's background tasks may send meanwhile (the reconciler is parked above).
+BACKGROUND = {("GET", VERSION_KEY), ("HGETALL", BREAKERS_KEY)}
+# Sent once when a client opens a connection (the monitor takes one of the test's), not per call.
+HANDSHAKE = {"HELLO", "CLIENT"}
+LISTS = {
+    "blocked_users": ["mallory", "eve"],
+    "blocked_devices": ["burner-1"],
+    "blocked_ips": ["10.0.0.0/8", "192.0.2.1"],
+    "allowed_users": ["vip"],
+}
+
+
+async def load_lists(gw: Gateway) -> None:
+    for name, entries in LISTS.items():
+        response = await gw.admin_call("PUT", f"/admin/risk/lists/{name}", {"add": entries})
+        assert response.status == 200
+    services = gw.public.server.app[SERVICES]
+    version = int(await gw.redis.get(VERSION_KEY))
+    for _ in range(50):  # refreshed every 0.5 s: loaded within 1 s
+        if services.lists.version == version:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("risk lists not loaded within 1 s")
+
+
+async def top_level_commands(gw: Gateway, work: Any) -> list[tuple[str, ...]]:
+    """Run `work` under MONITOR; return every command a client sent meanwhile (no script's)."""
+    sentinel = f"round-trips-{uuid.uuid4().hex}"
+    seen: list[tuple[str, ...]] = []
+    async with gw.redis.monitor() as monitor:
+        await work()
+        await gw.redis.echo(sentinel)
+        async with asyncio.timeout(10):
+            while True:
+                entry = await monitor.next_command()
+                words = tuple(entry["command"].split())
+                if words == ("ECHO", sentinel):
+                    return seen
+                if entry["client_type"] != "lua" and words[0] not in HANDSHAKE:
+                    seen.append(words)
+
+
+async def evalsha_calls(gw: Gateway) -> int:
+    return int((await gw.redis.info("commandstats"))["cmdstat_evalsha"]["calls"])
+
+
+async def test_a_claim_is_one_evalsha_with_limits_rules_and_lists_on(
+    gateway_factory: Any,
+) -> None:
+    async with gateway_factory(EVERYTHING_ON) as gw:
+        campaign = await gw.put_campaign(stock=1000)
+        await load_lists(gw)
+        claim_sha = gw.public.server.app[SERVICES].scripts.by_name["claim"].sha
+        statuses: list[int] = []
+
+        async def claims() -> None:
+            for i in range(CLAIMS):
+                response = await gw.claim(campaign, user_id=f"user-{i}", device_id=f"dev-{i}")
+                statuses.append(response.status)
+
+        before = await evalsha_calls(gw)
+        commands = await top_level_commands(gw, claims)
+        assert await evalsha_calls(gw) - before == CLAIMS
+        assert statuses == [201] * CLAIMS
+        by_kind = collections.Counter(words[:2] for words in commands)
+        assert by_kind.pop(("EVALSHA", claim_sha)) == CLAIMS
+        assert set(by_kind) <= BACKGROUND, by_kind
+        assert not any(keys.shard_tag(campaign) in " ".join(w) for w in by_kind)
+        # Every rule really ran: the shadow rule fired on every claim after the first.
+        entries = await gw.redis.xrange(keys.events(keys.shard_tag(campaign)))
+        hits = [f for _id, f in entries if f[b"type"] == b"risk.hit"]
+        assert len(hits) == CLAIMS - 1 and {f[b"rules"] for f in hits} == {b"ip_watch"}
+
+
+async def test_rejections_decided_in_redis_are_one_evalsha_too(gateway_factory: Any) -> None:
+    async with gateway_factory(EVERYTHING_ON) as gw:
+        campaign = await gw.put_campaign(stock=1000, per_user_limit=10)
+        await load_lists(gw)
+        claim_sha = gw.public.server.app[SERVICES].scripts.by_name["claim"].sha
+        statuses: list[int] = []
+
+        async def claims() -> None:
+            # Three users on one device, then a fourth (device_farm denies), then one user
+            # roaming to a fourth device (roaming_user challenges): five decisions.
+            for who in [
+                ("a", "farm"),
+                ("b", "farm"),
+                ("c", "farm"),
+                ("d", "farm"),
+                ("a", "d2"),
+                ("a", "d3"),
+                ("a", "d4"),
+            ]:
+                response = await gw.claim(campaign, user_id=who[0], device_id=who[1])
+                statuses.append(response.status)
+
+        commands = await top_level_commands(gw, claims)
+        assert statuses == [201, 201, 201, 403, 201, 201, 403]
+        by_kind = collections.Counter(words[:2] for words in commands)
+        assert by_kind.pop(("EVALSHA", claim_sha)) == len(statuses)
+        assert set(by_kind) <= BACKGROUND, by_kind
