@@ -10,7 +10,7 @@ import msgspec
 from aiohttp import web
 
 from gateway.errors import ApiError, invalid
-from gateway.models import describe_decode_error
+from gateway.models import describe_decode_error, encoder
 
 T = TypeVar("T")
 
@@ -72,8 +72,6 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
 
 
 def json_response(payload: Any, status: int = 200) -> web.Response:
-    from gateway.models import encoder
-
     return web.Response(
         status=status, body=encoder.encode(payload), content_type="application/json"
     )
