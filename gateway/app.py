@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import admin, handlers
-from gateway.middlewares import envelope, shed_load
+from gateway.handlers import ClaimRoute, PublicDispatch
+from gateway.middlewares import Shedder, envelope
 from gateway.services import SERVICES, Services
 from gateway.settings import Settings, data_key_bytes
 
@@ -26,13 +27,19 @@ def create_app(
         await services.close()
 
     # client_max_size bounds bodies read without a Content-Length (chunked) too.
+    shedder = Shedder(settings.server.max_in_flight)
     public = web.Application(
-        middlewares=[envelope, shed_load(settings.server.max_in_flight)],
+        middlewares=[envelope, shedder.middleware()],
         client_max_size=settings.server.max_body_bytes,
     )
     public[SERVICES] = services
     public.cleanup_ctx.append(services_ctx)
-    handlers.add_routes(public)
+    claims = ClaimRoute(services)
+    handlers.add_routes(public, claims)
+    # aiohttp builds the server's request handler from `app._handle` when the app starts
+    # (AppRunner and TestServer alike); the dispatch sends claims past the router and the
+    # middleware chain and everything else to the original (pinned by test_claim_dispatch).
+    public._handle = PublicDispatch(public._handle, claims, shedder)  # type: ignore[method-assign]
 
     admin_app = web.Application(middlewares=[envelope], client_max_size=4 * 1024 * 1024)
     admin_app[SERVICES] = services

@@ -175,8 +175,7 @@ class ClaimDesk:
                 keys=[
                     keys.campaign(tag, campaign_id),
                     keys.rejections(tag, campaign_id),
-                    keys.user_grants(tag, campaign_id),
-                    keys.device_grants(tag, campaign_id),
+                    keys.allowances(tag, campaign_id),
                     idem_redis_key,
                     keys.voucher(tag, code),
                     keys.events(tag),

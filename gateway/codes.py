@@ -1,7 +1,7 @@
 """Voucher codes and ids that carry their own shard tag and a check.
 
 A voucher code is 20 Crockford base32 characters: the campaign's 2-character shard tag, 16
-random characters (80 bits from `secrets`), and 2 check characters (10 bits of BLAKE2b over the
+random characters (80 bits from the OS CSPRNG), and 2 check characters (10 bits of BLAKE2b over the
 rest). Typos and ~99.9 % of guesses fail the check and are refused before Redis. Input is
 normalised the Crockford way: case-insensitive, I/L read as 1, O as 0, hyphens and spaces
 ignored, so `abcd-efgh-...` works.
@@ -10,21 +10,21 @@ ignored, so `abcd-efgh-...` works.
 from __future__ import annotations
 
 import hashlib
-import secrets
 
+from gateway import randomness
 from gateway.keys import CROCKFORD
 
 CODE_LENGTH = 20
 _DECODE = {c: c for c in CROCKFORD} | {"I": "1", "L": "1", "O": "0"}
 
 
-def _encode(data: bytes, length: int) -> str:
+_PAIRS = [a + b for a in CROCKFORD for b in CROCKFORD]  # every 10-bit value as 2 characters
+
+
+def _encode(data: bytes) -> str:
+    """Crockford base32 of 10 bytes: 16 characters, most significant first."""
     n = int.from_bytes(data, "big")
-    out = []
-    for _ in range(length):
-        out.append(CROCKFORD[n & 31])
-        n >>= 5
-    return "".join(reversed(out))
+    return "".join([_PAIRS[(n >> shift) & 1023] for shift in (70, 60, 50, 40, 30, 20, 10, 0)])
 
 
 def _check(body: str) -> str:
@@ -35,7 +35,7 @@ def _check(body: str) -> str:
 
 def new_voucher_code(tag: str) -> str:
     """A fresh code in the given shard tag: 80 random bits plus a 10-bit check."""
-    body = tag + _encode(secrets.token_bytes(10), 16)
+    body = tag + _encode(randomness.token_bytes(10))
     return body + _check(body)
 
 
@@ -73,7 +73,7 @@ def claim_id_for(code: str) -> str:
 
 def new_redemption_id(tag: str) -> str:
     """A redemption id in the voucher's shard tag (so GET finds its slot without a lookup)."""
-    return "rdm_" + tag + _encode(secrets.token_bytes(10), 16)
+    return "rdm_" + tag + _encode(randomness.token_bytes(10))
 
 
 def redemption_tag(redemption_id: str) -> str | None:

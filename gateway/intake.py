@@ -55,7 +55,11 @@ def idempotency_key(request: web.Request) -> str:
 
 def path_id(request: web.Request, name: str) -> str:
     """A path id: 1-128 characters, no control characters; else 400."""
-    value = request.match_info[name]
+    return checked_id(request.match_info[name], name)
+
+
+def checked_id(value: str, name: str) -> str:
+    """`value` when it is 1-128 characters with no control characters; else 400."""
     if not 1 <= len(value) <= 128 or _CONTROL.search(value):
         raise invalid(f"{name} must be 1-128 characters with no control characters")
     return value

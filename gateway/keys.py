@@ -9,10 +9,16 @@ Keys that one script call touches share a hash tag, so every call is single-slot
   path and need no shared tag.
 Variable parts come last; client ids cannot contain ':' (config validation), so keys with two
 variable parts stay unambiguous.
+
+Keys kept per grant are short, since they are most of a grant's memory: an idempotency record
+is named by a 16-character digest of (route, client, key), not by the client's key itself
+(1-255 characters), and a campaign's allowances are one hash, not one per dimension.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import zlib
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -37,12 +43,9 @@ def rejections(tag: str, campaign_id: str) -> str:
     return f"gw:{{{tag}}}:rej:{campaign_id}"
 
 
-def user_grants(tag: str, campaign_id: str) -> str:
-    return f"gw:{{{tag}}}:u:{campaign_id}"
-
-
-def device_grants(tag: str, campaign_id: str) -> str:
-    return f"gw:{{{tag}}}:d:{campaign_id}"
+def allowances(tag: str, campaign_id: str) -> str:
+    """Hash of grants so far: field `u:<user id>` per user, `d:<device id>` per device."""
+    return f"gw:{{{tag}}}:a:{campaign_id}"
 
 
 def card_pool(tag: str, campaign_id: str) -> str:
@@ -50,7 +53,14 @@ def card_pool(tag: str, campaign_id: str) -> str:
 
 
 def idempotency(tag: str, route: str, client_id: str, key: str) -> str:
-    return f"gw:{{{tag}}}:i:{route}:{client_id}:{key}"
+    """`gw:{XY}:i:` + BLAKE2b-96 of route, client and key, URL-safe base64 (16 characters).
+
+    96 bits keep collisions out of reach (~1e-11 for a billion live records), and a 26-character
+    key with a grant's 53-byte record fits Valkey's 104-byte allocation class (a 16-byte digest
+    would need the 120-byte one). The separator cannot occur in a route or client id.
+    """
+    digest = hashlib.blake2b(f"{route}\x1f{client_id}\x1f{key}".encode(), digest_size=12)
+    return f"gw:{{{tag}}}:i:{base64.urlsafe_b64encode(digest.digest()).decode()}"
 
 
 def voucher(tag: str, code: str) -> str:

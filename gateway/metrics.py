@@ -1,7 +1,9 @@
 """Every metric, defined once. Prometheus naming: `gateway_` prefix, base units, bounded labels.
 
 With several workers, `gateway serve` sets PROMETHEUS_MULTIPROC_DIR before the workers import
-this module, and `/metrics` aggregates every worker's files in one scrape.
+this module, and `/metrics` aggregates every worker's files in one scrape. Every metric is
+wrapped by `gateway.tally`: the hot path adds to plain numbers and a flush every second (and
+before each render) hands them to prometheus_client.
 """
 
 from __future__ import annotations
@@ -19,81 +21,109 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway import tally
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-http_requests = Counter(
-    "gateway_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
+http_requests = tally.Counter(
+    Counter("gateway_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
 )
-http_latency = Histogram(
-    "gateway_http_request_duration_seconds",
-    "Time to answer an HTTP request",
-    ["route", "status"],
-    buckets=LATENCY_BUCKETS,
+http_latency = tally.Histogram(
+    Histogram(
+        "gateway_http_request_duration_seconds",
+        "Time to answer an HTTP request",
+        ["route", "status"],
+        buckets=LATENCY_BUCKETS,
+    )
 )
-claims = Counter("gateway_claims_total", "Claim decisions by result", ["result"])
-soldout_local = Counter(
-    "gateway_soldout_local_total", "Claims answered sold_out from the in-process flag (no Redis)"
+claims = tally.Counter(Counter("gateway_claims_total", "Claim decisions by result", ["result"]))
+soldout_local = tally.Counter(
+    Counter(
+        "gateway_soldout_local_total",
+        "Claims answered sold_out from the in-process flag (no Redis)",
+    )
 )
-redemptions = Counter("gateway_redemptions_total", "Redemption decisions by result", ["result"])
-ratelimit_rejections = Counter(
-    "gateway_ratelimit_rejections_total",
-    "Requests refused by a rate limit",
-    ["route", "dimension", "source"],
+redemptions = tally.Counter(
+    Counter("gateway_redemptions_total", "Redemption decisions by result", ["result"])
 )
-risk_decisions = Counter(
-    "gateway_risk_decisions_total",
-    "Velocity rule and list hits",
-    ["rule", "decision", "mode"],
+ratelimit_rejections = tally.Counter(
+    Counter(
+        "gateway_ratelimit_rejections_total",
+        "Requests refused by a rate limit",
+        ["route", "dimension", "source"],
+    )
 )
-supplier_calls = Counter(
-    "gateway_supplier_calls_total", "Supplier calls by outcome", ["supplier", "outcome"]
+risk_decisions = tally.Counter(
+    Counter(
+        "gateway_risk_decisions_total",
+        "Velocity rule and list hits",
+        ["rule", "decision", "mode"],
+    )
 )
-supplier_latency = Histogram(
-    "gateway_supplier_call_duration_seconds",
-    "Supplier call latency",
-    ["supplier"],
-    buckets=LATENCY_BUCKETS,
+supplier_calls = tally.Counter(
+    Counter("gateway_supplier_calls_total", "Supplier calls by outcome", ["supplier", "outcome"])
 )
-breaker_state = Gauge(
-    "gateway_supplier_breaker_state",
-    "Breaker state: 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed",
-    ["supplier"],
-    multiprocess_mode="max",
+supplier_latency = tally.Histogram(
+    Histogram(
+        "gateway_supplier_call_duration_seconds",
+        "Supplier call latency",
+        ["supplier"],
+        buckets=LATENCY_BUCKETS,
+    )
 )
-breaker_transitions = Counter(
-    "gateway_supplier_breaker_transitions_total",
-    "Breaker state changes",
-    ["supplier", "from_state", "to_state"],
+breaker_state = tally.Gauge(
+    Gauge(
+        "gateway_supplier_breaker_state",
+        "Breaker state: 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed",
+        ["supplier"],
+        multiprocess_mode="max",
+    )
 )
-stock_left = Gauge(
-    "gateway_campaign_stock_left",
-    "Stock left per campaign, as last seen by a decision",
-    ["campaign"],
-    multiprocess_mode="mostrecent",
+breaker_transitions = tally.Counter(
+    Counter(
+        "gateway_supplier_breaker_transitions_total",
+        "Breaker state changes",
+        ["supplier", "from_state", "to_state"],
+    )
 )
-redis_latency = Histogram(
-    "gateway_redis_call_duration_seconds",
-    "Redis script call latency",
-    ["call"],
-    buckets=LATENCY_BUCKETS,
+stock_left = tally.Gauge(
+    Gauge(
+        "gateway_campaign_stock_left",
+        "Stock left per campaign, as last seen by a decision",
+        ["campaign"],
+        multiprocess_mode="mostrecent",
+    )
 )
-redis_errors = Counter("gateway_redis_errors_total", "Redis calls that failed", ["call"])
-in_flight = Gauge(
-    "gateway_in_flight_requests", "Requests being handled", multiprocess_mode="livesum"
+redis_latency = tally.Histogram(
+    Histogram(
+        "gateway_redis_call_duration_seconds",
+        "Redis script call latency",
+        ["call"],
+        buckets=LATENCY_BUCKETS,
+    )
 )
-shed = Counter("gateway_shed_requests_total", "Requests shed with 503 overloaded")
-pending_redemptions = Gauge(
-    "gateway_pending_redemptions",
-    "Redemptions waiting on a supplier outcome",
-    multiprocess_mode="max",
+redis_errors = tally.Counter(
+    Counter("gateway_redis_errors_total", "Redis calls that failed", ["call"])
 )
-idempotent_replays = Counter(
-    "gateway_idempotent_replays_total", "Answers replayed from a stored idempotency record"
+in_flight = tally.Gauge(
+    Gauge("gateway_in_flight_requests", "Requests being handled", multiprocess_mode="livesum")
+)
+shed = tally.Counter(Counter("gateway_shed_requests_total", "Requests shed with 503 overloaded"))
+pending_redemptions = tally.Gauge(
+    Gauge(
+        "gateway_pending_redemptions",
+        "Redemptions waiting on a supplier outcome",
+        multiprocess_mode="max",
+    )
+)
+idempotent_replays = tally.Counter(
+    Counter("gateway_idempotent_replays_total", "Answers replayed from a stored idempotency record")
 )
 
 
 def render() -> tuple[bytes, str]:
     """The text exposition of every metric, over all workers when running multi-process."""
+    tally.flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

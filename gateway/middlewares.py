@@ -1,16 +1,19 @@
-"""Short single-purpose middlewares: envelope + request id + timing, and load shedding."""
+"""Short single-purpose middlewares: envelope + request id + timing, and load shedding.
+
+`enveloped` and `Shedder` are also called directly by the claim route, which skips aiohttp's
+router and middleware chain (gateway/handlers.py `PublicDispatch`) but answers the same way.
+"""
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway import metrics
+from gateway import metrics, randomness
 from gateway.errors import ApiError, business
 from gateway.models import ErrorBody, ErrorDetail, encoder
 
@@ -44,10 +47,9 @@ def _as_api_error(exc: web.HTTPException) -> ApiError:
     return ApiError(exc.status, code, message, {"Allow": allow} if allow is not None else None)
 
 
-@web.middleware
-async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, error envelope and per-route metrics for every answer."""
-    request_id = secrets.token_hex(8)
+async def enveloped(request: web.Request, handler: Handler, route: str) -> web.StreamResponse:
+    """Request id, error envelope and per-route metrics around one handler call."""
+    request_id = randomness.token_hex(8)
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     try:
@@ -60,30 +62,45 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
     except Exception:
         log.exception("unhandled error", extra={"request_id": request_id})
         response = error_response(ApiError(500, "internal", "internal error"), request_id)
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
     status = str(response.status)
     metrics.http_requests.labels(route, request.method, status).inc()
     metrics.http_latency.labels(route, status).observe(time.perf_counter() - started)
     return response
 
 
-def shed_load(max_in_flight: int) -> Middleware:
-    """Refuse work past `max_in_flight` concurrent requests with 503 overloaded + Retry-After."""
-    in_flight = 0
+@web.middleware
+async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`enveloped` for every routed answer, labelled with the route's pattern."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    return await enveloped(request, handler, route)
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        nonlocal in_flight
-        if in_flight >= max_in_flight:
+
+class Shedder:
+    """Refuses work past `max_in_flight` concurrent requests: 503 overloaded + Retry-After.
+
+    One per worker, shared by the routed requests (as a middleware) and the claim route.
+    """
+
+    def __init__(self, max_in_flight: int) -> None:
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.in_flight >= self.max_in_flight:
             metrics.shed.inc()
             raise business("overloaded", {"Retry-After": "1"})
-        in_flight += 1
+        self.in_flight += 1
         metrics.in_flight.inc()
         try:
             return await handler(request)
         finally:
-            in_flight -= 1
+            self.in_flight -= 1
             metrics.in_flight.dec()
 
-    return middleware
+    def middleware(self) -> Middleware:
+        @web.middleware
+        async def shed_load(request: web.Request, handler: Handler) -> web.StreamResponse:
+            return await self(request, handler)
+
+        return shed_load

@@ -58,6 +58,8 @@ class Scripts:
             script = self.__dict__["by_name"][name]
         except KeyError:
             raise AttributeError(name) from None
+        if self._fast is not None:  # straight to the pipeline: one coroutine less per call
+            return functools.partial(self._fast.evalsha, script.sha, script.script)
         return functools.partial(self._call, script)
 
     async def _call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:

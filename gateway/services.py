@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import keys
+from gateway import keys, tally
 from gateway.auth import ClientIp, Clients
 from gateway.autopipe import AutoPipeline
 from gateway.campaigns import CampaignViews
@@ -28,6 +28,7 @@ from supplier_pool.shared_state import BreakerSync
 
 log = logging.getLogger("gateway.services")
 LISTS_REFRESH_S = 0.5
+METRICS_FLUSH_S = 1.0  # how stale a scrape may see another worker's counts
 
 
 class Services:
@@ -76,6 +77,7 @@ class Services:
         self._spawn(self._refresh_lists())
         self._spawn(self.breakers.run())
         self._spawn(self.reconciler.run())
+        self._spawn(self._flush_metrics())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(coro))
@@ -100,6 +102,14 @@ class Services:
             except Exception:
                 log.exception("risk list refresh failed")
             await asyncio.sleep(LISTS_REFRESH_S)
+
+    async def _flush_metrics(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(METRICS_FLUSH_S)
+                tally.flush()
+        finally:
+            tally.flush()  # what the last second counted, before the worker goes
 
     async def ready(self) -> bool:
         """Redis answers and holds every script (loading them if a restart lost them)."""

@@ -1,11 +1,19 @@
 """Sliding-window rate limits: rules, the Redis Lua library, its Python twin, a local pre-filter.
 
 Algorithm: an exact sliding LOG. Each (route, dimension, window, identity) key is a Redis list
-of the admitted hits' timestamps in ms; a peek trims the hits that left the window and counts
-the rest, and a request is admitted iff fewer than `limit` remain. Rejected requests are not
-recorded. Bound: in ANY interval of `window_s` (not just aligned ones, and across a burst that
-straddles a boundary) at most `limit` requests are admitted, exactly; `Retry-After` is exact
-too (the ms until the hit that frees a slot leaves the window).
+of the admitted hits' timestamps in ms, and a request is admitted iff fewer than `limit` of them
+lie inside the window. Rejected requests are not recorded. Bound: in ANY interval of `window_s`
+(not just aligned ones, and across a burst that straddles a boundary) at most `limit` requests
+are admitted, exactly; `Retry-After` is exact too (the ms until the hit that frees a slot
+leaves the window).
+
+Trimming is lazy, because the list's length bounds the in-window count from above: a list
+shorter than `limit` admits on one LLEN, untrimmed, and only a full list has its expired hits
+dropped (a binary search for the window's first hit, one LTRIM), then counted exactly. A fresh
+key so costs LLEN + RPUSH + PEXPIRE, and the newest hit is read (for the clock-step guard) only
+when the list was not empty. A key holds at most about `limit` hits and still expires as a
+whole when its newest hit leaves the window. Callers that need an exact count below the limit
+ask for it (`trim_at`): the redeem guard from half a threshold, the standalone limiter always.
 
 Why not the alternatives:
 - Sliding-window counter (two fixed-window counters, the previous one weighted by overlap):
@@ -17,8 +25,9 @@ Why not the alternatives:
   with a burst allowance, but it enforces smoothness, not "N per window": with burst = N and
   rate N/window a client can take N at once and about N more before the window ends.
 - The log costs O(limit) memory per active key (one listpack entry per admitted hit, about
-  10 bytes each, so a 1,000-per-minute key holds ~10 KB at most) and one LINDEX/LPOP pair per
-  expired hit, each hit popped once: amortised O(1) Redis work per request. Limits here are
+  10 bytes each, so a 1,000-per-minute key holds ~10 KB at most) and, per request, LLEN, a
+  LINDEX of the newest hit, RPUSH and PEXPIRE, plus O(log limit) LINDEXes and one LTRIM each
+  time the list fills up: amortised O(1) Redis work per request. Limits here are
   per-IP/device/user claim and redeem caps (tens to thousands), where exactness during a flash
   sale is worth that; `Limit.limit` is capped at 100,000 to bound a key's size.
 """

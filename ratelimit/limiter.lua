@@ -11,12 +11,13 @@
 --   allowed = 0: index is the blocking limit that frees last, remaining = 0,
 --                retry_after_ms >= 1 is when every blocking limit admits again.
 -- Ties pick the lowest index. The keys must be distinct (one log is recorded once).
+-- Every peek trims (trim_at 0), so each count is exact and `remaining` with it.
 
 local now_ms = tonumber(ARGV[1])
 local counts = {}
 local pick, retry_after_ms = 0, 0
 for i, key in ipairs(KEYS) do
-  local count, wait = sw_peek(key, ARGV[2 * i], ARGV[2 * i + 1], now_ms)
+  local count, wait = sw_peek(key, ARGV[2 * i], ARGV[2 * i + 1], now_ms, 0)
   counts[i] = count
   if wait > retry_after_ms then
     pick, retry_after_ms = i, wait
@@ -28,7 +29,7 @@ end
 
 local remaining = -1
 for i, key in ipairs(KEYS) do
-  sw_record(key, ARGV[2 * i + 1], now_ms)
+  sw_record(key, ARGV[2 * i + 1], now_ms, counts[i])
   local left = tonumber(ARGV[2 * i]) - counts[i] - 1
   if remaining < 0 or left < remaining then
     pick, remaining = i, left

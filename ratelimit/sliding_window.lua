@@ -9,27 +9,50 @@
 -- inside the window at now_ms iff t > now_ms - window_ms. Hits a caller with a fast clock put
 -- after now_ms still count: a limiter must not forget hits because clocks disagree.
 --
--- sw_peek(key, limit, window_ms, now_ms) -> count, retry_after_ms
---   Drops the hits that have left the window (its only write) and returns:
---   count           hits still inside the window;
+-- Trimming is lazy. The list holds every hit still inside the window, and maybe some that have
+-- left it, so its length is an upper bound of the in-window count. A request is admitted iff
+-- the in-window count is below the limit; a list shorter than the limit therefore admits as it
+-- is, at the cost of one LLEN, and the expired hits are dropped only when the list is full
+-- (a binary search for the first hit inside the window, then one LTRIM). A key so holds at most
+-- about `limit` timestamps, and still disappears as a whole through its PEXPIRE.
+--
+-- sw_peek(key, limit, window_ms, now_ms[, trim_at]) -> count, retry_after_ms
+--   count           the list's length after any trim; exact (the hits inside the window)
+--                   whenever it is >= min(trim_at, limit), else an upper bound of them. trim_at
+--                   defaults to limit; 0 always trims (an exact count, for callers that use it).
 --   retry_after_ms  0 when count < limit; else the ms until enough old hits leave for count to
 --                   drop below limit (>= 1). With count == limit that is the oldest hit.
 --   A request is admitted iff count < limit; only an admitted request is then recorded.
 --
--- sw_record(key, window_ms, now_ms) -> nothing
+-- sw_record(key, window_ms, now_ms[, count]) -> nothing
 --   Appends one hit at max(now_ms, newest hit), so the list stays ordered when a caller's clock
 --   steps back, and sets PEXPIRE to the ms until that hit leaves the window (window_ms when
---   clocks agree): the key never outlives its newest hit.
+--   clocks agree): the key never outlives its newest hit. count is what sw_peek returned for
+--   this key earlier in the same call, if any: 0 means the list was empty, so the hit goes at
+--   now_ms without reading the newest one (every hit this call added since is at now_ms).
 
-local function sw_peek(key, limit, window_ms, now_ms)
-  limit, window_ms, now_ms = tonumber(limit), tonumber(window_ms), tonumber(now_ms)
-  local horizon = now_ms - window_ms
-  local oldest = redis.call('LINDEX', key, 0)
-  while oldest and tonumber(oldest) <= horizon do
-    redis.call('LPOP', key)
-    oldest = redis.call('LINDEX', key, 0)
+-- Drops the hits at or before horizon from a list of n ordered hits; returns how many remain.
+local function sw_trim(key, n, horizon)
+  if n == 0 or tonumber(redis.call('LINDEX', key, 0)) > horizon then
+    return n
   end
+  -- Index lo is out of the window; hi is the first index known to be inside (or n).
+  local lo, hi = 0, n
+  while hi - lo > 1 do
+    local mid = math.floor((lo + hi) / 2)
+    if tonumber(redis.call('LINDEX', key, mid)) <= horizon then lo = mid else hi = mid end
+  end
+  redis.call('LTRIM', key, hi, -1) -- hi == n empties the list, and Redis drops the key
+  return n - hi
+end
+
+local function sw_peek(key, limit, window_ms, now_ms, trim_at)
+  limit, window_ms, now_ms = tonumber(limit), tonumber(window_ms), tonumber(now_ms)
   local count = redis.call('LLEN', key)
+  if count < math.min(tonumber(trim_at) or limit, limit) then
+    return count, 0
+  end
+  count = sw_trim(key, count, now_ms - window_ms)
   if count < limit then
     return count, 0
   end
@@ -38,12 +61,14 @@ local function sw_peek(key, limit, window_ms, now_ms)
   return count, freeing + window_ms - now_ms
 end
 
-local function sw_record(key, window_ms, now_ms)
+local function sw_record(key, window_ms, now_ms, count)
   window_ms, now_ms = tonumber(window_ms), tonumber(now_ms)
   local at = now_ms
-  local newest = redis.call('LINDEX', key, -1)
-  if newest and tonumber(newest) > at then
-    at = tonumber(newest)
+  if tonumber(count) ~= 0 then
+    local newest = redis.call('LINDEX', key, -1)
+    if newest and tonumber(newest) > at then
+      at = tonumber(newest)
+    end
   end
   redis.call('RPUSH', key, at)
   redis.call('PEXPIRE', key, at - now_ms + window_ms)

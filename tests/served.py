@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -13,6 +14,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiohttp
 
 ADMIN_TOKEN = "served-admin-token"
 API_KEY = "served-key"
@@ -109,3 +112,20 @@ def serve(
                 process.wait(5)
                 raise AssertionError("gateway did not stop within 20 s of SIGTERM") from None
         assert process.returncode == 0, f"gateway exited {process.returncode}\n{served.log()}"
+
+
+async def scrape_until(session: aiohttp.ClientSession, url: str, sample: str) -> str:
+    """The /metrics text once it shows `sample`, else the last scrape.
+
+    Each worker hands its counts to the shared metric files every second, so a scrape right
+    after the requests may still miss another worker's share.
+    """
+    text = ""
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        async with session.get(url) as response:
+            text = await response.text()
+        if sample in text:
+            break
+        await asyncio.sleep(0.2)
+    return text

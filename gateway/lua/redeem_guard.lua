@@ -71,12 +71,14 @@ if ARGV[3] == '1' then
   end
 end
 
+local limit_counts = {}
 for i = 1, L do
   local o = limit_base + (i - 1) * 2
   local count, retry = sw_peek(KEYS[2 + i], tonumber(ARGV[o]), tonumber(ARGV[o + 1]), now)
   if count >= tonumber(ARGV[o]) then
     return {5, i, retry, {}, {}, {}}
   end
+  limit_counts[i] = count
 end
 
 local fired, retries, blocking, retry_ms = {}, {}, 0, 0
@@ -84,7 +86,9 @@ local suspected = mode == 'check_fail'
 for r = 1, R do
   local o = rule_base + (r - 1) * 4
   local threshold = tonumber(ARGV[o + 1])
-  local count, retry = sw_peek(KEYS[2 + L + r], threshold, tonumber(ARGV[o + 2]), now)
+  -- Trimmed from half the threshold up, so the count is exact wherever the test below reads it.
+  local count, retry = sw_peek(KEYS[2 + L + r], threshold, tonumber(ARGV[o + 2]), now,
+                               math.ceil(threshold / 2))
   if count * 2 >= threshold then suspected = true end
   if count >= threshold then
     fired[#fired + 1] = r
@@ -109,7 +113,7 @@ if blocking ~= 0 then
 end
 
 for i = 1, L do
-  sw_record(KEYS[2 + i], tonumber(ARGV[limit_base + (i - 1) * 2 + 1]), now)
+  sw_record(KEYS[2 + i], tonumber(ARGV[limit_base + (i - 1) * 2 + 1]), now, limit_counts[i])
 end
 if suspected then
   return {0, 0, 0, fired, retries, count_failure()}

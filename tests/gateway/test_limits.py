@@ -28,7 +28,7 @@ from gateway.services import SERVICES
 from gateway.settings import parse
 from risk.lists import RiskLists
 from tests.gateway.conftest import API_KEY, BASE_CONFIG, OTHER_KEY, Gateway
-from tests.served import ADMIN_TOKEN, serve
+from tests.served import ADMIN_TOKEN, scrape_until, serve
 from tests.served import API_KEY as SERVED_KEY
 
 LIMIT = 5
@@ -233,10 +233,10 @@ async def test_limit_holds_across_two_workers_sharing_redis(
                     return response.status
 
             statuses = collections.Counter(await asyncio.gather(*(one(i) for i in range(3 * n))))
-            async with session.get(f"{served.public}/metrics") as response:
-                text = await response.text()
+            sample = f'gateway_claims_total{{result="rate_limited"}} {2 * n}.0'
+            text = await scrape_until(session, f"{served.public}/metrics", sample)
     assert statuses == {201: n, 429: 2 * n}, statuses
-    assert f'gateway_claims_total{{result="rate_limited"}} {2 * n}.0' in text
+    assert sample in text
 
 
 # -- a flooding IP is answered in process ----------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from gateway import keys
-from tests.served import ADMIN_TOKEN, API_KEY, serve
+from tests.served import ADMIN_TOKEN, API_KEY, scrape_until, serve
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -68,9 +68,7 @@ async def test_two_thousand_concurrent_claims_on_two_workers_grant_exactly_the_s
         grants = [f for _id, f in entries if f[b"type"] == b"claim.granted"]
         assert len(grants) == 200
         # Both workers really served: the aggregated metrics count every answer.
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{served.public}/metrics") as response,
-        ):
-            text = await response.text()
-        assert 'gateway_claims_total{result="granted"} 200.0' in text
+        sample = 'gateway_claims_total{result="granted"} 200.0'
+        async with aiohttp.ClientSession() as session:
+            text = await scrape_until(session, f"{served.public}/metrics", sample)
+        assert sample in text

@@ -33,7 +33,7 @@ from tests.gateway.test_supplier_resilience import (
     sim_call,
     sim_successes,
 )
-from tests.served import serve
+from tests.served import scrape_until, serve
 
 CARDS = {"kind": "card_secret", "sku": "gift"}
 RECHARGE = {"kind": "direct_recharge", "sku": "topup-10", "suppliers": ["alpha", "beta"]}
@@ -196,9 +196,9 @@ async def test_500_concurrent_card_redemptions_get_500_distinct_cards_and_no_sec
             )
             assert status == 200, body
             assert body["delivery"]["secret"] == extra[0]["secret"]
-            async with session.get(f"{served.public}/metrics") as response:
-                metrics_text = await response.text()
-        assert 'gateway_redemptions_total{result="delivered"} 501.0' in metrics_text
+            delivered_sample = 'gateway_redemptions_total{result="delivered"} 501.0'
+            metrics_text = await scrape_until(session, f"{served.public}/metrics", delivered_sample)
+        assert delivered_sample in metrics_text
         secrets = [c["secret"] for c in cards + extra]
         log_text = served.log()
     streams = await all_events(redis_client)

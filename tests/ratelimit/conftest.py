@@ -17,10 +17,13 @@ SwOp = Callable[..., Awaitable[list[int]]]
 
 @pytest.fixture
 def sw(redis_client: aredis.Redis) -> SwOp:
-    """Call sw_ops.lua: `await sw(op, key, limit, window_ms, now_ms)`."""
+    """Call sw_ops.lua: `await sw(op, key, limit, window_ms, now_ms[, trim_at])`."""
     script = redis_client.register_script(SW_OPS)
 
-    async def call(op: str, key: str, limit: int, window_ms: int, now_ms: int) -> list[int]:
-        return await script(keys=[key], args=[op, limit, window_ms, now_ms])
+    async def call(
+        op: str, key: str, limit: int, window_ms: int, now_ms: int, trim_at: int | None = None
+    ) -> list[int]:
+        args = [op, limit, window_ms, now_ms, "" if trim_at is None else trim_at]
+        return await script(keys=[key], args=args)
 
     return call

@@ -1,4 +1,11 @@
-"""Property: sliding_window.lua on the real Valkey and the memory.py twin always agree."""
+"""Properties of sliding_window.lua on the real Valkey.
+
+1. The Lua and the memory.py twin always agree: every answer and every stored log.
+2. Against a plain list of every admitted hit (an oracle that never trims), the lazy trim
+   changes no decision: a hit is admitted iff fewer than `limit` admitted hits lie inside its
+   window, so no window of `window_ms` ever admits more than `limit`; a rejection's count and
+   retry_after are exact; an admission's count is an upper bound of the in-window hits.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,8 @@ from tests.ratelimit.conftest import SW_OPS
 
 T0 = 1_700_000_000_000
 
+trim_at = st.one_of(st.none(), st.integers(0, 7))  # None: sw_peek's default (the limit)
+
 # Windows stay >= 10 s so Redis's real-time key expiry never fires while an example runs.
 op = st.tuples(
     st.sampled_from(["a", "b"]),
@@ -24,17 +33,22 @@ op = st.tuples(
     st.sampled_from(["peek", "record", "hit"]),
     st.integers(1, 6),
     st.sampled_from([10_000, 20_000]),
+    trim_at,
 )
 
 
-def twin_call(twin: SlidingWindowLog, op: str, key: str, *args: int) -> list[int]:
-    limit, window_ms, now_ms = args
+def sw_args(name: str, limit: int, window_ms: int, now_ms: int, trim: int | None) -> list[Any]:
+    return [name, limit, window_ms, now_ms, "" if trim is None else trim]
+
+
+def twin_call(twin: SlidingWindowLog, op: str, key: str, *args: Any) -> list[int]:
+    limit, window_ms, now_ms, trim = args
     if op == "record":
         twin.record(key, window_ms, now_ms)
         return []
-    count, retry_after_ms = twin.peek(key, limit, window_ms, now_ms)
+    count, retry_after_ms = twin.peek(key, limit, window_ms, now_ms, trim)
     if op == "hit" and count < limit:
-        twin.record(key, window_ms, now_ms)
+        twin.record(key, window_ms, now_ms, count)
     return [count, retry_after_ms]
 
 
@@ -42,24 +56,75 @@ def twin_call(twin: SlidingWindowLog, op: str, key: str, *args: int) -> list[int
 @given(ops=st.lists(op, min_size=1, max_size=60))
 @example(  # a clock step back must not put an older hit after a newer one
     ops=[
-        ("a", 0, "record", 1, 10_000),
-        ("a", -300, "record", 1, 10_000),
-        ("a", 10_100, "peek", 1, 10_000),
+        ("a", 0, "record", 1, 10_000, None),
+        ("a", -300, "record", 1, 10_000, None),
+        ("a", 10_100, "peek", 1, 10_000, None),
     ]
 )
 @example(  # a burst, then the exact edge of the window
     ops=[
-        ("a", 0, "hit", 2, 10_000),
-        ("a", 0, "hit", 2, 10_000),
-        ("a", 9_999, "hit", 2, 10_000),
-        ("a", 1, "hit", 2, 10_000),
+        ("a", 0, "hit", 2, 10_000, None),
+        ("a", 0, "hit", 2, 10_000, None),
+        ("a", 9_999, "hit", 2, 10_000, None),
+        ("a", 1, "hit", 2, 10_000, None),
+    ]
+)
+@example(  # stale hits below the limit stay until the log is full, then go in one trim
+    ops=[
+        ("a", 0, "hit", 3, 10_000, None),
+        ("a", 1, "hit", 3, 10_000, None),
+        ("a", 20_000, "hit", 3, 10_000, None),
+        ("a", 0, "hit", 3, 10_000, None),
+        ("a", 1, "hit", 3, 10_000, 0),
     ]
 )
 def test_lua_and_twin_agree(sync_redis: redis.Redis, ops: list[Any]) -> None:
     sync_redis.flushdb()
     script = sync_redis.register_script(SW_OPS)
     twin, now = SlidingWindowLog(), T0
-    for key, step, name, limit, window_ms in ops:
+    for key, step, name, limit, window_ms, trim in ops:
         now += step
-        expected = twin_call(twin, name, key, limit, window_ms, now)
-        assert script(keys=[key], args=[name, limit, window_ms, now]) == expected
+        expected = twin_call(twin, name, key, limit, window_ms, now, trim)
+        got = script(keys=[key], args=sw_args(name, limit, window_ms, now, trim))
+        assert got == expected
+        assert [int(t) for t in sync_redis.lrange(key, 0, -1)] == twin.hits(key)
+
+
+WINDOWS = {"a": 10_000, "b": 12_000}  # >= 10 s: no real-time expiry, as above
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    limits=st.fixed_dictionaries({"a": st.integers(1, 6), "b": st.integers(1, 6)}),
+    hits=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.one_of(st.sampled_from([0, 1, 9_999, 10_000, 12_000]), st.integers(0, 6_000)),
+            trim_at,
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+)
+def test_lazy_trim_decides_as_an_exact_count(
+    sync_redis: redis.Redis, limits: dict[str, int], hits: list[Any]
+) -> None:
+    sync_redis.flushdb()
+    script = sync_redis.register_script(SW_OPS)
+    admitted: dict[str, list[int]] = {"a": [], "b": []}
+    now = T0
+    for key, step, trim in hits:
+        now += step
+        limit, window = limits[key], WINDOWS[key]
+        count, retry_after_ms = script(keys=[key], args=sw_args("hit", limit, window, now, trim))
+        inside = [t for t in admitted[key] if t > now - window]
+        if len(inside) < limit:
+            assert (retry_after_ms, len(inside) <= count < limit) == (0, True)
+            admitted[key].append(now)
+        else:
+            # The slot frees when the hit at index len(inside) - limit leaves the window.
+            assert count == len(inside)
+            assert retry_after_ms == inside[len(inside) - limit] + window - now >= 1
+    for key, times in admitted.items():
+        for t in times:
+            assert sum(t - WINDOWS[key] < s <= t for s in times) <= limits[key]

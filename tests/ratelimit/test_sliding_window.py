@@ -66,6 +66,35 @@ async def test_peek_trims_and_empty_logs_disappear(sw, redis_client: aredis.Redi
     assert await redis_client.exists("k") == 0
 
 
+async def test_a_log_below_its_limit_is_trimmed_only_once_full(sw, redis_client: aredis.Redis):
+    for step in range(3):
+        await sw("hit", "k", 3, 1000, T0 + step)
+    # All three have left the window; below a limit of 4 the peek answers from LLEN alone.
+    assert await sw("peek", "k", 4, 1000, T0 + 5000) == [3, 0]
+    assert await redis_client.llen("k") == 3
+    # A full log (limit 3) is trimmed: the stale hits go at once, and the emptied key with them.
+    assert await sw("peek", "k", 3, 1000, T0 + 5000) == [0, 0]
+    assert await redis_client.exists("k") == 0
+
+
+async def test_a_full_log_keeps_exactly_the_hits_inside_the_window(sw, redis_client):
+    for step in range(10):
+        await sw("hit", "k", 10, 1000, T0 + step)
+    # Horizon T0 + 5: the hits at T0 .. T0 + 5 leave in one LTRIM, T0 + 6 .. T0 + 9 stay.
+    assert await sw("peek", "k", 10, 1000, T0 + 1005) == [4, 0]
+    assert await redis_client.lrange("k", 0, -1) == [b"%d" % (T0 + i) for i in range(6, 10)]
+
+
+async def test_trim_at_zero_always_counts_exactly(sw, redis_client: aredis.Redis):
+    for t in (T0, T0 + 1, T0 + 600):
+        await sw("hit", "k", 5, 1000, t)
+    assert await sw("peek", "k", 5, 1000, T0 + 1001, 0) == [1, 0]
+    assert await redis_client.llen("k") == 1
+    # trim_at = 2 trims a log of 2 or more, so a count of 2 or more is exact.
+    await sw("hit", "k", 5, 1000, T0 + 1500)
+    assert await sw("peek", "k", 5, 1000, T0 + 1600, 2) == [1, 0]
+
+
 async def test_library_chunk_keeps_its_contract(redis_client: aredis.Redis):
     source = sliding_window_source()
     code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("--"))
