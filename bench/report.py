@@ -105,6 +105,7 @@ def result_doc(report: Report, args: argparse.Namespace) -> dict[str, Any]:
         "p99_vs_baseline": _ratio(med("claim", "p99_ms"), med("baseline", "p99_ms")),
         "valkey_us_per_claim": med("claim", "valkey_cpu_us_per_req"),
         "valkey_bytes_per_claim": gw_mem.get("bytes_per_claim"),
+        "valkey_bytes_per_claim_with_windows": gw_mem.get("bytes_per_claim_with_windows"),
         "worker_rss_mb": gw_mem.get("worker_rss_mb"),
         "variants": variants,
         "memory": report.memory,
@@ -137,7 +138,10 @@ def print_report(report: Report, doc: dict[str, Any]) -> None:
     for name, m in report.memory.items():
         print(
             f"memory {name}: {m['granted']:.0f} grants in {m['seconds']} s, "
-            f"{m['bytes_per_claim']} B/claim, {m['keys_per_claim']} keys/claim, "
+            f"{m.get('bytes_per_claim')} B/claim once rate windows expired "
+            f"({m.get('keys_per_claim')} keys/claim), "
+            f"{m['bytes_per_claim_with_windows']} B/claim with them "
+            f"({m['keys_per_claim_with_windows']} keys/claim), "
             f"worker RSS {m['worker_rss_mb']} MiB {m['stock_breach']}"
         )
     for k in (
@@ -146,6 +150,7 @@ def print_report(report: Report, doc: dict[str, Any]) -> None:
         "p99_vs_baseline",
         "valkey_us_per_claim",
         "valkey_bytes_per_claim",
+        "valkey_bytes_per_claim_with_windows",
         "worker_rss_mb",
     ):
         print(f"{k}: {doc[k]}")

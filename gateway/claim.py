@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway import codes, keys, metrics
 from gateway.errors import ApiError, business
@@ -24,7 +24,7 @@ from gateway.redis_errors import redis_call
 from gateway.settings import Settings
 from gateway.timefmt import rfc3339_ms
 from ratelimit.prefilter import LocalBlocks
-from ratelimit.rules import Limit, limit_key
+from ratelimit.rules import Limit, limit_key_prefix
 from risk.lists import RiskLists
 from risk.rules import KINDS, RiskRule, velocity_key
 from risk.signing import NONCE_TTL_S, nonce_key_suffix
@@ -43,8 +43,7 @@ REJECTIONS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(NamedTuple):
     """Who is asking: the authenticated client, the end user's IP, the request id."""
 
     client_id: str
@@ -58,6 +57,40 @@ class Answer:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+
+
+KEYRINGS_KEPT = 4096  # campaign ids come from request paths: the cache must stay bounded
+
+
+@dataclass(frozen=True, slots=True)
+class Keyring:
+    """A campaign's Redis key names, built once (a claim needs a dozen)."""
+
+    tag: str
+    campaign: str
+    rejections: str
+    allowances: str
+    events: str
+    voucher_prefix: str
+    unused_nonce: str  # a key in the slot for the script's nonce position when nothing is signed
+    limit_prefixes: tuple[tuple[str, str], ...]  # (identity kind, key prefix) per limit
+
+    @classmethod
+    def build(cls, campaign_id: str, limits: list[Limit]) -> Keyring:
+        tag = keys.shard_tag(campaign_id)
+        return cls(
+            tag=tag,
+            campaign=keys.campaign(tag, campaign_id),
+            rejections=keys.rejections(tag, campaign_id),
+            allowances=keys.allowances(tag, campaign_id),
+            events=keys.events(tag),
+            voucher_prefix=keys.voucher(tag, ""),
+            unused_nonce=keys.nonce(tag, "nonce:-"),
+            limit_prefixes=tuple(
+                (lim.by, keys.campaign_scoped(tag, campaign_id, limit_key_prefix("claim", lim)))
+                for lim in limits
+            ),
+        )
 
 
 def fingerprint(*parts: str) -> str:
@@ -110,6 +143,10 @@ class ClaimDesk:
             r for r in settings.risk_rules if KINDS[r.kind].route == "claim"
         ]
         self._stream_max_len = str(settings.redis.stream_max_len)
+        self._limit_args: list[int] = []
+        for lim in self._limits:
+            self._limit_args += [lim.limit, lim.window_s * 1000]
+        self._keyrings: dict[str, Keyring] = {}
         self._soldout_until: dict[str, float] = {}
         self._in_flight: set[tuple[str, str]] = set()
         self.prefilter = LocalBlocks()
@@ -128,21 +165,32 @@ class ClaimDesk:
         finally:
             self._in_flight.discard(flight)
 
+    def _keyring(self, campaign_id: str) -> Keyring:
+        ring = self._keyrings.get(campaign_id)
+        if ring is None:
+            if len(self._keyrings) >= KEYRINGS_KEPT:
+                self._keyrings.clear()
+            ring = self._keyrings[campaign_id] = Keyring.build(campaign_id, self._limits)
+        return ring
+
     async def _decide(
         self, campaign_id: str, req: ClaimRequest, caller: Caller, idem_key: str
     ) -> Answer:
         now = self._clock()
-        tag = keys.shard_tag(campaign_id)
-        limit_keys = [
-            keys.campaign_scoped(
-                tag, campaign_id, limit_key("claim", lim, identity(lim.by, req, caller))
-            )
-            for lim in self._limits
-        ]
+        ring = self._keyring(campaign_id)
+        tag = ring.tag
+        # Both ids passed the request schema (1-128 characters, no control characters).
+        identities = {
+            "ip": caller.ip,
+            "device": req.device_id,
+            "user": req.user_id,
+            "client": caller.client_id,
+        }
+        limit_keys = [prefix + identities[by] for by, prefix in ring.limit_prefixes]
         blocked = self._check_local(req, caller, limit_keys, now)
         if blocked is not None:
             await self._list_hits.record(
-                keys.events(tag),
+                ring.events,
                 blocked,
                 campaign_id,
                 req.user_id,
@@ -154,7 +202,6 @@ class ClaimDesk:
             metrics.claims.labels("risk_denied").inc()
             raise business("risk_denied")
         idem_redis_key = keys.idempotency(tag, "claim", caller.client_id, idem_key)
-        fp = fingerprint(campaign_id, req.user_id, req.device_id)
         if await self._sold_out_locally(campaign_id, idem_redis_key, now):
             metrics.soldout_local.inc()
             metrics.claims.labels("sold_out").inc()
@@ -162,30 +209,32 @@ class ClaimDesk:
 
         code = codes.new_voucher_code(tag)
         claim_id = codes.claim_id_for(code)
-        rules = [] if self._lists.is_allowed(req.user_id) else self._rules
-        rule_keys, rule_args = self._rule_args(tag, campaign_id, req, caller, rules)
-        limit_args: list[Any] = []
-        for lim in self._limits:
-            limit_args += [lim.limit, lim.window_s * 1000]
-        nonce_key = keys.nonce(tag, nonce_key_suffix(caller.client_id, caller.nonce or "-"))
+        rules = [] if not self._rules or self._lists.is_allowed(req.user_id) else self._rules
+        rule_keys, rule_args = (
+            self._rule_args(tag, campaign_id, req, caller, rules) if rules else ([], [])
+        )
+        if caller.nonce:
+            nonce_key = keys.nonce(tag, nonce_key_suffix(caller.client_id, caller.nonce))
+        else:
+            nonce_key = ring.unused_nonce
         now_ms = int(now * 1000)
         result = await redis_call(
             "claim",
             self._script(
                 keys=[
-                    keys.campaign(tag, campaign_id),
-                    keys.rejections(tag, campaign_id),
-                    keys.allowances(tag, campaign_id),
+                    ring.campaign,
+                    ring.rejections,
+                    ring.allowances,
                     idem_redis_key,
-                    keys.voucher(tag, code),
-                    keys.events(tag),
+                    ring.voucher_prefix + code,
+                    ring.events,
                     nonce_key,
                     *limit_keys,
                     *rule_keys,
                 ],
                 args=[
                     now_ms,
-                    fp,
+                    fingerprint(campaign_id, req.user_id, req.device_id),
                     code,
                     claim_id,
                     codes.mask_code(code),
@@ -202,7 +251,7 @@ class ClaimDesk:
                     len(self._limits),
                     len(rules),
                     rfc3339_ms(now_ms),
-                    *limit_args,
+                    *self._limit_args,
                     *rule_args,
                 ],
             ),

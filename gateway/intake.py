@@ -20,6 +20,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 def require_json(request: web.Request) -> None:
     """415 unless the body is declared application/json (any charset parameter is fine)."""
+    if request.headers.get("Content-Type") == "application/json":  # the common case, unparsed
+        return
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
 
@@ -30,8 +32,11 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
     if length is not None and length > max_bytes:
         raise ApiError(413, "payload_too_large", f"body exceeds {max_bytes} bytes")
     try:
-        if request.content.is_eof():  # already all here (small bodies): no timer needed
-            return await request.read()
+        if request.content.is_eof():  # already all here (small bodies): no timer, no await
+            body = request.content.read_nowait()
+            if len(body) > max_bytes:
+                raise ApiError(413, "payload_too_large", f"body exceeds {max_bytes} bytes")
+            return body
         async with asyncio.timeout(timeout_s):
             return await request.read()
     except TimeoutError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -83,11 +84,26 @@ async def run_worker(settings: Settings, redis_url: str, data_key: bytes) -> Non
     for runner, port in zip(runners, (server.port, server.admin_port), strict=True):
         await runner.setup()
         await web.SockSite(runner, reuseport_socket(server.host, port)).start()
+    tune_gc()
     log.info("worker ready", extra={"pid": os.getpid(), "port": server.port})
     await stop.wait()
     log.info("worker stopping", extra={"pid": os.getpid()})
     for runner in reversed(runners):
         await runner.cleanup()
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper collections for a worker whose requests make short-lived objects.
+
+    What exists once the worker is up (modules, settings, scripts) never becomes garbage:
+    freezing it keeps full collections from walking it again. A request allocates a few hundred
+    containers that die with it; collecting the young generation every 20,000 allocations
+    instead of 700 runs the collector ~30x less often over mostly freed objects, which takes the
+    collector's pauses out of the claim path's p99. Cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
 
 
 def worker_main(settings_json: bytes, redis_url: str, data_key: bytes) -> None:
