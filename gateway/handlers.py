@@ -88,11 +88,8 @@ class PublicDispatch:
                     "/" in campaign_id or "%" in campaign_id or "?" in campaign_id
                 ):
                     request[CAMPAIGN_ID] = campaign_id
-                    return await enveloped(request, self._shed_then_claim, CLAIM_ROUTE)
+                    return await enveloped(request, self._claims, CLAIM_ROUTE, self._shedder)
         return await self._routed(request)
-
-    async def _shed_then_claim(self, request: web.Request) -> web.StreamResponse:
-        return await self._shedder(request, self._claims)
 
 
 def _respond(answer: Answer) -> web.Response:

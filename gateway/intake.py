@@ -26,17 +26,25 @@ def require_json(request: web.Request) -> None:
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
 
 
-async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
-    """The whole body, or 413 past max_bytes, or 408 (connection closed) when it trickles."""
+def body_if_here(request: web.Request, max_bytes: int) -> bytes | None:
+    """The whole body when it has already arrived (small bodies), else None; 413 past max."""
     length = request.content_length
     if length is not None and length > max_bytes:
         raise ApiError(413, "payload_too_large", f"body exceeds {max_bytes} bytes")
+    if not request.content.is_eof():
+        return None
+    body = request.content.read_nowait()
+    if len(body) > max_bytes:
+        raise ApiError(413, "payload_too_large", f"body exceeds {max_bytes} bytes")
+    return body
+
+
+async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole body, or 413 past max_bytes, or 408 (connection closed) when it trickles."""
+    body = body_if_here(request, max_bytes)
+    if body is not None:  # no timer, no await
+        return body
     try:
-        if request.content.is_eof():  # already all here (small bodies): no timer, no await
-            body = request.content.read_nowait()
-            if len(body) > max_bytes:
-                raise ApiError(413, "payload_too_large", f"body exceeds {max_bytes} bytes")
-            return body
         async with asyncio.timeout(timeout_s):
             return await request.read()
     except TimeoutError:

@@ -105,7 +105,7 @@ redis_latency = tally.Histogram(
 redis_errors = tally.Counter(
     Counter("gateway_redis_errors_total", "Redis calls that failed", ["call"])
 )
-in_flight = tally.Gauge(
+in_flight_gauge = (  # sampled from the worker's Shedder at each flush
     Gauge("gateway_in_flight_requests", "Requests being handled", multiprocess_mode="livesum")
 )
 shed = tally.Counter(Counter("gateway_shed_requests_total", "Requests shed with 503 overloaded"))

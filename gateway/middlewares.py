@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway import metrics, randomness
+from gateway import metrics, randomness, tally
 from gateway.errors import ApiError, business
 from gateway.models import ErrorBody, ErrorDetail, encoder
 
@@ -47,13 +47,22 @@ def _as_api_error(exc: web.HTTPException) -> ApiError:
     return ApiError(exc.status, code, message, {"Allow": allow} if allow is not None else None)
 
 
-async def enveloped(request: web.Request, handler: Handler, route: str) -> web.StreamResponse:
-    """Request id, error envelope and per-route metrics around one handler call."""
+async def enveloped(
+    request: web.Request, handler: Handler, route: str, shedder: Shedder | None = None
+) -> web.StreamResponse:
+    """Request id, error envelope, load shedding and per-route metrics around one handler."""
     request_id = randomness.token_hex(8)
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     try:
-        response = await handler(request)
+        if shedder is None:
+            response = await handler(request)
+        else:
+            shedder.enter()
+            try:
+                response = await handler(request)
+            finally:
+                shedder.in_flight -= 1
         response.headers["X-Request-Id"] = request_id
     except ApiError as error:
         response = error_response(error, request_id)
@@ -79,28 +88,29 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
 class Shedder:
     """Refuses work past `max_in_flight` concurrent requests: 503 overloaded + Retry-After.
 
-    One per worker, shared by the routed requests (as a middleware) and the claim route.
+    One per worker, shared by the routed requests (as a middleware) and the claim route; the
+    in-flight gauge reads it at each metrics flush rather than being moved twice a request.
     """
 
     def __init__(self, max_in_flight: int) -> None:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
+        tally.sample(metrics.in_flight_gauge, lambda: self.in_flight)
 
-    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def enter(self) -> None:
+        """Count one more request in flight, or raise 503 overloaded; `in_flight -= 1` after."""
         if self.in_flight >= self.max_in_flight:
             metrics.shed.inc()
             raise business("overloaded", {"Retry-After": "1"})
         self.in_flight += 1
-        metrics.in_flight.inc()
-        try:
-            return await handler(request)
-        finally:
-            self.in_flight -= 1
-            metrics.in_flight.dec()
 
     def middleware(self) -> Middleware:
         @web.middleware
         async def shed_load(request: web.Request, handler: Handler) -> web.StreamResponse:
-            return await self(request, handler)
+            self.enter()
+            try:
+                return await handler(request)
+            finally:
+                self.in_flight -= 1
 
         return shed_load

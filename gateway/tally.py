@@ -13,6 +13,7 @@ The wrappers keep prometheus_client's calling shape (`labels(...).inc()`, `.obse
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -27,6 +28,8 @@ def flush() -> None:
     """Hand every pending update of this process to prometheus_client."""
     for metric in _ALL:
         metric.flush()
+    for gauge, read in _SAMPLED.items():
+        gauge.set(read())
 
 
 class _Family:
@@ -113,6 +116,15 @@ class Gauge(_Family):
 
     def dec(self, amount: float = 1) -> None:
         self.labels().dec(amount)
+
+
+_SAMPLED: dict[Any, Callable[[], float]] = {}
+
+
+def sample(gauge: Any, read: Callable[[], float]) -> None:
+    """Set `gauge` from `read()` at each flush (a value the worker keeps anyway); the latest
+    registration for a gauge replaces the one before."""
+    _SAMPLED[gauge] = read
 
 
 class _HistogramChild:
