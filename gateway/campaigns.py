@@ -12,6 +12,26 @@ from gateway.redis_errors import redis_call
 from gateway.timefmt import rfc3339_s
 
 CACHE_S = 0.5
+# A campaign hash holds these fields, and one allowance per claimant (`u:<user id>`,
+# `d:<device id>`, written by lua/claim.lua): it is read by name (HMGET), never whole.
+FIELDS = (
+    # configuration (lua/admin_campaign.lua)
+    "name",
+    "starts_ms",
+    "ends_ms",
+    "per_user_limit",
+    "per_device_limit",
+    "voucher_ttl_s",
+    "kind",
+    "sku",
+    "suppliers",
+    # state and counters (admin_state, admin_stock, claim, redeem and redeem_settle scripts)
+    "paused",
+    "stock_added",
+    "stock_left",
+    "granted",
+    "redeemed",
+)
 VIEW_FIELDS = ("starts_ms", "ends_ms", "paused", "stock_left")
 
 
@@ -35,11 +55,14 @@ def _text(raw: dict[Any, Any]) -> dict[str, str]:
     }
 
 
-async def load_campaign(redis: Any, campaign_id: str) -> dict[str, str] | None:
-    """Every stored field of a campaign, as text; None when there is no such campaign."""
+async def load_campaign(
+    redis: Any, campaign_id: str, fields: tuple[str, ...] = FIELDS
+) -> dict[str, str] | None:
+    """The campaign's stored `fields`, as text; None when there is no such campaign."""
     tag = keys.shard_tag(campaign_id)
-    raw = await redis_call("campaign_read", redis.hgetall(keys.campaign(tag, campaign_id)))
-    return _text(raw) if raw else None
+    values = await redis_call("campaign_read", redis.hmget(keys.campaign(tag, campaign_id), fields))
+    found = {name: value for name, value in zip(fields, values, strict=True) if value is not None}
+    return _text(found) if found else None
 
 
 class CampaignViews:
@@ -55,7 +78,7 @@ class CampaignViews:
         hit = self._cache.get(campaign_id)
         if hit is not None and hit[0] > now:
             return hit[1]
-        fields = await load_campaign(self._redis, campaign_id)
+        fields = await load_campaign(self._redis, campaign_id, VIEW_FIELDS)
         view = None
         if fields is not None:
             view = CampaignView(

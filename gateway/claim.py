@@ -69,7 +69,6 @@ class Keyring:
     tag: str
     campaign: str
     rejections: str
-    allowances: str
     events: str
     voucher_prefix: str
     unused_nonce: str  # a key in the slot for the script's nonce position when nothing is signed
@@ -82,7 +81,6 @@ class Keyring:
             tag=tag,
             campaign=keys.campaign(tag, campaign_id),
             rejections=keys.rejections(tag, campaign_id),
-            allowances=keys.allowances(tag, campaign_id),
             events=keys.events(tag),
             voucher_prefix=keys.voucher(tag, ""),
             unused_nonce=keys.nonce(tag, "nonce:-"),
@@ -224,7 +222,6 @@ class ClaimDesk:
                 keys=[
                     ring.campaign,
                     ring.rejections,
-                    ring.allowances,
                     idem_redis_key,
                     ring.voucher_prefix + code,
                     ring.events,

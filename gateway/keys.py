@@ -12,7 +12,7 @@ variable parts stay unambiguous.
 
 Keys kept per grant are short, since they are most of a grant's memory: an idempotency record
 is named by a 16-character digest of (route, client, key), not by the client's key itself
-(1-255 characters), and a campaign's allowances are one hash, not one per dimension.
+(1-255 characters), and a campaign's allowances are fields of its campaign hash, not keys.
 """
 
 from __future__ import annotations
@@ -36,16 +36,17 @@ def shard_tag(campaign_id: str) -> str:
 
 
 def campaign(tag: str, campaign_id: str) -> str:
+    """Hash of a campaign's settings and counters, and of its allowances.
+
+    The allowances are a field per user, `u:<user id>`, and per device, `d:<device id>` (grants
+    so far), so one HMGET and one HSET of the claim script cover every counter a grant moves.
+    The hash grows with the claimants: read it by field (HMGET), never whole.
+    """
     return f"gw:{{{tag}}}:c:{campaign_id}"
 
 
 def rejections(tag: str, campaign_id: str) -> str:
     return f"gw:{{{tag}}}:rej:{campaign_id}"
-
-
-def allowances(tag: str, campaign_id: str) -> str:
-    """Hash of grants so far: field `u:<user id>` per user, `d:<device id>` per device."""
-    return f"gw:{{{tag}}}:a:{campaign_id}"
 
 
 def card_pool(tag: str, campaign_id: str) -> str:

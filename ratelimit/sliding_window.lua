@@ -3,7 +3,9 @@
 -- Joined in front of a script body (the gateway's claim/redeem scripts, ratelimit/limiter.lua),
 -- so it only defines local functions: no KEYS/ARGV, no top-level return, no TIME. The caller
 -- passes its clock; every time is an integer count of milliseconds. Arguments may be numbers
--- or numeric strings. Keys are built (and hash-tagged) by the caller.
+-- or numeric strings. Keys are built (and hash-tagged) by the caller. Strings become numbers by
+-- arithmetic (`s + 0`), not tonumber(): Lua 5.1's tonumber parses a string twice, and these
+-- functions run on every claim.
 --
 -- A key is a Redis list of the admitted hits' timestamps (ms), oldest first. A hit at t is
 -- inside the window at now_ms iff t > now_ms - window_ms. Hits a caller with a fast clock put
@@ -33,23 +35,23 @@
 
 -- Drops the hits at or before horizon from a list of n ordered hits; returns how many remain.
 local function sw_trim(key, n, horizon)
-  if n == 0 or tonumber(redis.call('LINDEX', key, 0)) > horizon then
+  if n == 0 or redis.call('LINDEX', key, 0) + 0 > horizon then
     return n
   end
   -- Index lo is out of the window; hi is the first index known to be inside (or n).
   local lo, hi = 0, n
   while hi - lo > 1 do
     local mid = math.floor((lo + hi) / 2)
-    if tonumber(redis.call('LINDEX', key, mid)) <= horizon then lo = mid else hi = mid end
+    if redis.call('LINDEX', key, mid) + 0 <= horizon then lo = mid else hi = mid end
   end
   redis.call('LTRIM', key, hi, -1) -- hi == n empties the list, and Redis drops the key
   return n - hi
 end
 
 local function sw_peek(key, limit, window_ms, now_ms, trim_at)
-  limit, window_ms, now_ms = tonumber(limit), tonumber(window_ms), tonumber(now_ms)
+  limit, window_ms, now_ms = limit + 0, window_ms + 0, now_ms + 0
   local count = redis.call('LLEN', key)
-  if count < math.min(tonumber(trim_at) or limit, limit) then
+  if count < limit and (trim_at == nil or count < trim_at + 0) then
     return count, 0
   end
   count = sw_trim(key, count, now_ms - window_ms)
@@ -57,17 +59,17 @@ local function sw_peek(key, limit, window_ms, now_ms, trim_at)
     return count, 0
   end
   -- count - limit + 1 hits must leave; the last of them sits at index count - limit.
-  local freeing = tonumber(redis.call('LINDEX', key, count - limit))
+  local freeing = redis.call('LINDEX', key, count - limit) + 0
   return count, freeing + window_ms - now_ms
 end
 
 local function sw_record(key, window_ms, now_ms, count)
-  window_ms, now_ms = tonumber(window_ms), tonumber(now_ms)
+  window_ms, now_ms = window_ms + 0, now_ms + 0
   local at = now_ms
-  if tonumber(count) ~= 0 then
+  if count == nil or count + 0 ~= 0 then
     local newest = redis.call('LINDEX', key, -1)
-    if newest and tonumber(newest) > at then
-      at = tonumber(newest)
+    if newest and newest + 0 > at then
+      at = newest + 0
     end
   end
   redis.call('RPUSH', key, at)

@@ -6,7 +6,7 @@ import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 
-from gateway import keys
+from gateway import campaigns, keys
 from tests.gateway.conftest import OTHER_KEY, Gateway
 
 
@@ -90,6 +90,20 @@ async def test_per_device_allowance(gateway: Gateway) -> None:
     assert second.status == 409
     assert (await second.json())["error"]["code"] == "limit_reached"
     assert (await gateway.claim(campaign, device_id="other-phone")).status == 201
+
+
+async def test_allowances_are_campaign_fields_that_reads_leave_out(gateway: Gateway) -> None:
+    campaign = await gateway.put_campaign(stock=10, per_device_limit=2)
+    assert (await gateway.claim(campaign, user_id="zoe", device_id="tab")).status == 201
+    stored = await gateway.redis.hgetall(keys.campaign(keys.shard_tag(campaign), campaign))
+    assert stored[b"u:zoe"] == stored[b"d:tab"] == b"1"
+    # The admin reads every other field by name: the hash grows with claimants, and is never
+    # read whole.
+    assert {field.decode() for field in stored} - {"u:zoe", "d:tab"} == set(campaigns.FIELDS)
+    stats = await gateway.stats(campaign)
+    assert (stats["granted"], stats["stock_left"], stats["redeemed"]) == (1, 9, 0)
+    response = await gateway.admin_call("GET", f"/admin/campaigns/{campaign}")
+    assert (await response.json())["stock_left"] == 9
 
 
 async def expect_code(response: object, status: int, code: str) -> None:
