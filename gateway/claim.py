@@ -96,14 +96,14 @@ def fingerprint(*parts: str) -> str:
     return hashlib.blake2b(SEP.join(parts).encode(), digest_size=8).hexdigest()
 
 
-def identity(by: str, req: ClaimRequest | Any, caller: Caller) -> str:
-    if by == "ip":
-        return caller.ip
-    if by == "device":
-        return str(req.device_id)
-    if by == "user":
-        return str(req.user_id)
-    return caller.client_id
+def identities(req: ClaimRequest | Any, caller: Caller) -> dict[str, str]:
+    """What each limit or rule dimension (`by`, `per`, `member`) names in this request."""
+    return {
+        "ip": caller.ip,
+        "device": str(req.device_id),
+        "user": str(req.user_id),
+        "client": caller.client_id,
+    }
 
 
 def rate_limited(limit: Limit, retry_after_ms: float) -> ApiError:
@@ -178,13 +178,8 @@ class ClaimDesk:
         ring = self._keyring(campaign_id)
         tag = ring.tag
         # Both ids passed the request schema (1-128 characters, no control characters).
-        identities = {
-            "ip": caller.ip,
-            "device": req.device_id,
-            "user": req.user_id,
-            "client": caller.client_id,
-        }
-        limit_keys = [prefix + identities[by] for by, prefix in ring.limit_prefixes]
+        ids = identities(req, caller)
+        limit_keys = [prefix + ids[by] for by, prefix in ring.limit_prefixes]
         blocked = self._check_local(req, caller, limit_keys, now)
         if blocked is not None:
             await self._list_hits.record(
@@ -208,9 +203,7 @@ class ClaimDesk:
         code = codes.new_voucher_code(tag)
         claim_id = codes.claim_id_for(code)
         rules = [] if not self._rules or self._lists.is_allowed(req.user_id) else self._rules
-        rule_keys, rule_args = (
-            self._rule_args(tag, campaign_id, req, caller, rules) if rules else ([], [])
-        )
+        rule_keys, rule_args = self._rule_args(tag, campaign_id, ids, rules) if rules else ([], [])
         if caller.nonce:
             nonce_key = keys.nonce(tag, nonce_key_suffix(caller.client_id, caller.nonce))
         else:
@@ -282,18 +275,17 @@ class ClaimDesk:
         self,
         tag: str,
         campaign_id: str,
-        req: ClaimRequest,
-        caller: Caller,
+        ids: dict[str, str],
         rules: list[RiskRule],
     ) -> tuple[list[str], list[Any]]:
         rule_keys: list[str] = []
         args: list[Any] = []
         for rule in rules:
             kind = KINDS[rule.kind]
-            suffix = velocity_key(rule, identity(kind.per, req, caller))
+            suffix = velocity_key(rule, ids[kind.per])
             rule_keys.append(keys.campaign_scoped(tag, campaign_id, suffix))
             counting = "distinct" if kind.counts == "distinct" else "count"
-            member = identity(kind.member, req, caller) if kind.member else ""
+            member = ids[kind.member] if kind.member else ""
             effect = "shadow" if rule.mode == "shadow" else rule.decision
             args += [rule.id, counting, rule.threshold, rule.window_s * 1000, member, effect]
         return rule_keys, args

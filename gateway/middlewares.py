@@ -62,7 +62,7 @@ async def enveloped(
             try:
                 response = await handler(request)
             finally:
-                shedder.in_flight -= 1
+                shedder.leave()
         response.headers["X-Request-Id"] = request_id
     except ApiError as error:
         response = error_response(error, request_id)
@@ -98,11 +98,14 @@ class Shedder:
         tally.sample(metrics.in_flight_gauge, lambda: self.in_flight)
 
     def enter(self) -> None:
-        """Count one more request in flight, or raise 503 overloaded; `in_flight -= 1` after."""
+        """Count one more request in flight, or raise 503 overloaded; `leave()` after."""
         if self.in_flight >= self.max_in_flight:
             metrics.shed.inc()
             raise business("overloaded", {"Retry-After": "1"})
         self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1
 
     def middleware(self) -> Middleware:
         @web.middleware
@@ -111,6 +114,6 @@ class Shedder:
             try:
                 return await handler(request)
             finally:
-                self.in_flight -= 1
+                self.leave()
 
         return shed_load

@@ -24,7 +24,7 @@ from typing import Any
 
 from gateway import codes, keys, metrics
 from gateway.cards import open_card
-from gateway.claim import SEP, Answer, Caller, fingerprint, identity
+from gateway.claim import SEP, Answer, Caller, fingerprint, identities
 from gateway.errors import ApiError, business, invalid
 from gateway.list_hits import ListHits
 from gateway.models import RedeemRequest, RedemptionView, encoder
@@ -100,12 +100,13 @@ class RedeemDesk:
     # -- the guard ------------------------------------------------------------------------
 
     def _guard_keys(self, req: RedeemRequest, caller: Caller) -> tuple[list[str], list[str]]:
+        ids = identities(req, caller)
         limit_keys = [
-            keys.scoped(keys.GUARD_TAG, limit_key("redeem", lim, identity(lim.by, req, caller)))
+            keys.scoped(keys.GUARD_TAG, limit_key("redeem", lim, ids[lim.by]))
             for lim in self._limits
         ]
         rule_keys = [
-            keys.scoped(keys.GUARD_TAG, velocity_key(r, identity(KINDS[r.kind].per, req, caller)))
+            keys.scoped(keys.GUARD_TAG, velocity_key(r, ids[KINDS[r.kind].per]))
             for r in self._rules
         ]
         return limit_keys, rule_keys
