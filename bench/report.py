@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,9 +30,12 @@ class Round:
 
 @dataclass
 class Report:
+    """What the phases measured: timed rounds, memory runs, worker-scaling rounds."""
+
     rounds: list[Round] = field(default_factory=list)
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)
     rss_end: dict[str, float] = field(default_factory=dict)
+    scaling: list[Round] = field(default_factory=list)
 
 
 def stock_breach(stats: Stats) -> str:
@@ -91,12 +95,16 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+def _median(summary: dict[str, dict[str, Any]], name: str, figure: str) -> float | None:
+    return summary[name][f"median_{figure}"] if name in summary else None
+
+
 def result_doc(report: Report, args: argparse.Namespace) -> dict[str, Any]:
-    """The bench/last.json document (gateway fields are null when it did not run)."""
-    variants = summarize(report.rounds)
+    """The bench/last.json document (fields of a part that did not run are null)."""
+    variants, scaling = summarize(report.rounds), summarize(report.scaling)
 
     def med(name: str, figure: str) -> float | None:
-        return variants[name][f"median_{figure}"] if name in variants else None
+        return _median(variants, name, figure)
 
     gw_mem = report.memory.get("claim-mem", {})
     return {
@@ -107,34 +115,57 @@ def result_doc(report: Report, args: argparse.Namespace) -> dict[str, Any]:
         "valkey_bytes_per_claim": gw_mem.get("bytes_per_claim"),
         "valkey_bytes_per_claim_with_windows": gw_mem.get("bytes_per_claim_with_windows"),
         "worker_rss_mb": gw_mem.get("worker_rss_mb"),
+        "workers2_vs_1": _ratio(
+            _median(scaling, "claim-2w", "rps"), _median(scaling, "claim-1w", "rps")
+        ),
+        # Reads workers2_vs_1: on 2 cores the second worker shares CPU 1 with Valkey and wrk.
+        "cpu_count": os.cpu_count(),
         "variants": variants,
+        "scaling": scaling,
         "memory": report.memory,
         "worker_rss_mb_end": report.rss_end,
-        "breaches": [f"{r.variant}#{r.index}: {r.breach}" for r in report.rounds if r.breach],
+        "breaches": [
+            f"{r.variant}#{r.index}: {r.breach}" for r in report.rounds + report.scaling if r.breach
+        ],
         "config": {k: v for k, v in vars(args).items() if k != "out"}
         | {"at": datetime.now(UTC).isoformat(timespec="seconds")},
     }
 
 
-def print_report(report: Report, doc: dict[str, Any]) -> None:
-    """The human table: every round, medians, memory, ratios."""
-    print(f"\n{'variant#round':<22}" + "".join(f"{c:>14}" for c in _COLUMNS))
-    for r in report.rounds:
+_MEDIANS = (
+    "rps",
+    "p50_ms",
+    "p99_ms",
+    "non_2xx",
+    "server_cpu_us_per_req",
+    "valkey_cpu_us_per_req",
+    "valkey_script_us_per_req",
+)
+
+
+def _print_rounds(rounds: list[Round], summary: dict[str, dict[str, Any]]) -> None:
+    """Every round of one phase, then each variant's medians."""
+    print(f"{'variant#round':<22}" + "".join(f"{c:>14}" for c in _COLUMNS))
+    for r in rounds:
         print(
             row(f"{r.variant}#{r.index}", values(r)) + (f"  BREACH {r.breach}" if r.breach else "")
         )
     print("medians:")
-    figures = (
-        "rps",
-        "p50_ms",
-        "p99_ms",
-        "non_2xx",
-        "server_cpu_us_per_req",
-        "valkey_cpu_us_per_req",
-        "valkey_script_us_per_req",
-    )
-    for name, v in doc["variants"].items():
-        print(row(f"  {name}", [v[f"median_{f}"] for f in figures]))
+    for name, v in summary.items():
+        print(row(f"  {name}", [v[f"median_{f}"] for f in _MEDIANS]))
+
+
+def print_report(report: Report, doc: dict[str, Any]) -> None:
+    """The human tables: every round and medians per phase, memory, ratios."""
+    print("\ntimed rounds:")
+    _print_rounds(report.rounds, doc["variants"])
+    if report.scaling:
+        print(
+            "\nworker scaling (claim-1w: 1 worker on CPU 0; claim-2w: 2 workers on any of "
+            f"{doc['cpu_count']} CPUs, Valkey and wrk on CPU 1):"
+        )
+        _print_rounds(report.scaling, doc["scaling"])
+    print()
     for name, m in report.memory.items():
         print(
             f"memory {name}: {m['granted']:.0f} grants in {m['seconds']} s, "
@@ -152,6 +183,8 @@ def print_report(report: Report, doc: dict[str, Any]) -> None:
         "valkey_bytes_per_claim",
         "valkey_bytes_per_claim_with_windows",
         "worker_rss_mb",
+        "workers2_vs_1",
+        "cpu_count",
     ):
         print(f"{k}: {doc[k]}")
     print("stock: ok" if not doc["breaches"] else f"stock: BREACH {doc['breaches']}")

