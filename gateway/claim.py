@@ -13,7 +13,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from gateway import codes, keys, metrics
@@ -23,6 +23,7 @@ from gateway.models import ClaimGranted, ClaimRequest, VoucherOut, encoder
 from gateway.redis_errors import redis_call
 from gateway.settings import Settings
 from gateway.timefmt import rfc3339_ms
+from gateway.wire import Answer
 from ratelimit.prefilter import LocalBlocks
 from ratelimit.rules import Limit, limit_key_prefix
 from risk.lists import RiskLists
@@ -50,13 +51,6 @@ class Caller(NamedTuple):
     ip: str
     request_id: str
     nonce: str | None = None
-
-
-@dataclass(slots=True)
-class Answer:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 KEYRINGS_KEPT = 4096  # campaign ids come from request paths: the cache must stay bounded

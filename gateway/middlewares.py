@@ -1,7 +1,8 @@
 """Short single-purpose middlewares: envelope + request id + timing, and load shedding.
 
 `enveloped` and `Shedder` are also called directly by the claim route, which skips aiohttp's
-router and middleware chain (gateway/handlers.py `PublicDispatch`) but answers the same way.
+router and middleware chain (gateway/handlers.py `PublicDispatch`) but answers the same way, its
+errors included, as `gateway.wire.Answer`s.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Literal, overload
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -16,8 +18,10 @@ from aiohttp.typedefs import Middleware
 from gateway import metrics, randomness, tally
 from gateway.errors import ApiError, business
 from gateway.models import ErrorBody, ErrorDetail, encoder
+from gateway.wire import Answer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+WireHandler = Callable[[web.Request], Awaitable[Answer]]
 REQUEST_ID = web.RequestKey("request_id", str)
 log = logging.getLogger("gateway.http")
 
@@ -29,12 +33,19 @@ HTTP_CODES = {
 }
 
 
-def error_response(error: ApiError, request_id: str) -> web.Response:
-    """The SPEC's envelope; its request_id equals the X-Request-Id header."""
+def error_response(error: ApiError, request_id: str, wire: bool = False) -> web.Response | Answer:
+    """The SPEC's envelope; its request_id equals the X-Request-Id header.
+
+    An `Answer` written as is with `wire` (the direct claim route), else a `web.Response`.
+    """
     rid = error.request_id or request_id
     body = encoder.encode(ErrorBody(ErrorDetail(error.code, error.message, rid)))
-    response = web.Response(status=error.status, body=body, content_type="application/json")
-    response.headers.update(error.headers)
+    response: web.Response | Answer
+    if wire:
+        response = Answer(error.status, body, dict(error.headers))
+    else:
+        response = web.Response(status=error.status, body=body, content_type="application/json")
+        response.headers.update(error.headers)
     response.headers["X-Request-Id"] = rid
     if error.headers.get("Connection") == "close":
         response.force_close()
@@ -47,13 +58,41 @@ def _as_api_error(exc: web.HTTPException) -> ApiError:
     return ApiError(exc.status, code, message, {"Allow": allow} if allow is not None else None)
 
 
+@overload
 async def enveloped(
-    request: web.Request, handler: Handler, route: str, shedder: Shedder | None = None
-) -> web.StreamResponse:
-    """Request id, error envelope, load shedding and per-route metrics around one handler."""
+    request: web.Request,
+    handler: Handler,
+    route: str,
+    shedder: Shedder | None = None,
+    wire: Literal[False] = False,
+) -> web.StreamResponse: ...
+
+
+@overload
+async def enveloped(
+    request: web.Request,
+    handler: WireHandler,
+    route: str,
+    shedder: Shedder | None,
+    wire: Literal[True],
+) -> Answer: ...
+
+
+async def enveloped(
+    request: web.Request,
+    handler: Handler | WireHandler,
+    route: str,
+    shedder: Shedder | None = None,
+    wire: bool = False,
+) -> web.StreamResponse | Answer:
+    """Request id, error envelope, load shedding and per-route metrics around one handler.
+
+    With `wire`, the handler returns `Answer`s and errors are answered as `Answer`s too.
+    """
     request_id = randomness.token_hex(8)
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
+    response: web.StreamResponse | Answer
     try:
         if shedder is None:
             response = await handler(request)
@@ -65,12 +104,12 @@ async def enveloped(
                 shedder.leave()
         response.headers["X-Request-Id"] = request_id
     except ApiError as error:
-        response = error_response(error, request_id)
+        response = error_response(error, request_id, wire)
     except web.HTTPException as exc:
-        response = error_response(_as_api_error(exc), request_id)
+        response = error_response(_as_api_error(exc), request_id, wire)
     except Exception:
         log.exception("unhandled error", extra={"request_id": request_id})
-        response = error_response(ApiError(500, "internal", "internal error"), request_id)
+        response = error_response(ApiError(500, "internal", "internal error"), request_id, wire)
     status = str(response.status)
     metrics.http_requests.labels(route, request.method, status).inc()
     metrics.http_latency.labels(route, status).observe(time.perf_counter() - started)

@@ -24,13 +24,14 @@ from typing import Any
 
 from gateway import codes, keys, metrics
 from gateway.cards import open_card
-from gateway.claim import SEP, Answer, Caller, fingerprint, identities
+from gateway.claim import SEP, Caller, fingerprint, identities
 from gateway.errors import ApiError, business, invalid
 from gateway.list_hits import ListHits
 from gateway.models import RedeemRequest, RedemptionView, encoder
 from gateway.redis_errors import redis_call
 from gateway.settings import Settings
 from gateway.timefmt import rfc3339_ms
+from gateway.wire import Answer
 from ratelimit.prefilter import LocalBlocks
 from ratelimit.rules import Limit, limit_key
 from risk.lists import RiskLists
