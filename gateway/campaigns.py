@@ -12,8 +12,8 @@ from gateway.redis_errors import redis_call
 from gateway.timefmt import rfc3339_s
 
 CACHE_S = 0.5
-# A campaign hash holds these fields, and one allowance per claimant (`u:<user id>`,
-# `d:<device id>`, written by lua/claim.lua): it is read by name (HMGET), never whole.
+# A campaign hash holds these fields, and one allowance per claimant (keys.allowance_field,
+# written by lua/claim.lua): it is read by name (HMGET), never whole.
 FIELDS = (
     # configuration (lua/admin_campaign.lua)
     "name",

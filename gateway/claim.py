@@ -235,6 +235,8 @@ class ClaimDesk:
                     len(self._limits),
                     len(rules),
                     rfc3339_ms(now_ms),
+                    keys.allowance_field("u", req.user_id),
+                    keys.allowance_field("d", req.device_id),
                     *self._limit_args,
                     *rule_args,
                 ],

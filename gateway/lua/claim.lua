@@ -3,7 +3,7 @@
 -- (distinct_peek, distinct_record) by gateway/scripts.py. Every key shares the campaign's tag.
 --
 -- KEYS[1] campaign hash: settings, counters and each claimant's grants so far (the allowances),
---         field 'u:<user id>' per user and 'd:<device id>' per device
+--         one field per user and per device, named by ARGV[19] and ARGV[20]
 -- KEYS[2] rejections-by-code hash  KEYS[3] idempotency record
 -- KEYS[4] voucher (the code offered if granted)
 -- KEYS[5] event stream             KEYS[6] nonce key (unused unless ARGV[13] == '1')
@@ -16,6 +16,7 @@
 -- ARGV[10] request id       ARGV[11] client id            ARGV[12] idempotency ttl (s)
 -- ARGV[13] '1' to spend the nonce   ARGV[14] nonce ttl (ms)   ARGV[15] stream max length
 -- ARGV[16] L   ARGV[17] R   ARGV[18] now as RFC 3339 text
+-- ARGV[19] the user's allowance field   ARGV[20] the device's (digests: gateway/keys.py)
 -- then L pairs  (limit, window ms)
 -- then R tuples (rule id, kind 'count'|'distinct', threshold, window ms, member,
 --                 effect 'deny'|'challenge'|'shadow')
@@ -52,7 +53,7 @@ if record then
   return {1, record, 0, {}}
 end
 
-local user_field, device_field = 'u:' .. ARGV[7], 'd:' .. ARGV[8]
+local user_field, device_field = ARGV[19], ARGV[20]
 local c = redis.call('HMGET', KEYS[1], 'starts_ms', 'ends_ms', 'paused', 'stock_left',
                      'per_user_limit', 'per_device_limit', 'voucher_ttl_s', 'granted',
                      user_field, device_field)
@@ -75,7 +76,7 @@ end
 
 -- Limits: every one is checked before any is recorded. counts[k] is what sw_peek saw in the
 -- k-th sliding-window key (limits, then rules), handed to sw_record with windows[k].
-local limit_base = 19
+local limit_base = 21
 local counts, windows = {}, {}
 for i = 1, L do
   local o = limit_base + (i - 1) * 2
