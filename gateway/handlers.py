@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
 from gateway import metrics
@@ -85,7 +85,12 @@ class PublicDispatch:
         self._shedder = shedder
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        if request.method == "POST" and request.version == HttpVersion11:
+        # `Expect: 100-continue` is answered by the router's expect handler: routed.
+        if (
+            request.method == "POST"
+            and request.version == HttpVersion11
+            and hdrs.EXPECT not in request.headers
+        ):
             path = request.raw_path
             if path.startswith(CLAIM_PREFIX) and path.endswith(CLAIM_SUFFIX):
                 campaign_id = path[len(CLAIM_PREFIX) : -len(CLAIM_SUFFIX)]

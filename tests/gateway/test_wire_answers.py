@@ -113,3 +113,22 @@ async def test_an_http_1_0_claim_is_answered_by_aiohttp_in_http_1_0(gateway: Gat
     assert status == "HTTP/1.0 201 Created"
     assert dict(headers)["X-Request-Id"]
     assert orjson.loads(body)["campaign_id"] == campaign
+
+
+async def test_a_claim_expecting_100_continue_gets_it_before_sending_its_body(
+    gateway: Gateway,
+) -> None:
+    campaign = await gateway.put_campaign(stock=5)
+    request = claim_request(campaign, "ann", extra="Expect: 100-continue\r\n")
+    head, body = request.split(b"\r\n\r\n", 1)
+    reader, writer = await connect(gateway)
+    try:
+        writer.write(head + b"\r\n\r\n")
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.write(body)
+        status, _, answer = await read_answer(reader)
+    finally:
+        writer.close()
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    assert status == "HTTP/1.1 201 Created"
+    assert orjson.loads(answer)["user_id"] == "ann"
