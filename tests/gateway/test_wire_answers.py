@@ -14,6 +14,8 @@ import orjson
 
 from tests.gateway.conftest import API_KEY, Gateway
 
+Answer = tuple[str, list[tuple[str, str]], bytes]  # status line, headers in order, body
+
 
 def claim_request(
     campaign: str, user: str, version: str = "1.1", extra: str = "", key: str | None = None
@@ -31,7 +33,7 @@ def claim_request(
     ).encode() + body
 
 
-async def read_answer(reader: asyncio.StreamReader) -> tuple[str, list[tuple[str, str]], bytes]:
+async def read_answer(reader: asyncio.StreamReader) -> Answer:
     """One HTTP answer: status line, headers in order (repeats kept), body by Content-Length."""
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     status, *lines = head.decode("latin-1").split("\r\n")[:-2]
@@ -46,16 +48,22 @@ async def connect(gateway: Gateway) -> tuple[asyncio.StreamReader, asyncio.Strea
     return await asyncio.open_connection("127.0.0.1", server.port)
 
 
+async def exchange(gateway: Gateway, requests: bytes, answers: int) -> list[Answer]:
+    """Send `requests` at once on one connection (pipelined) and read `answers` answers."""
+    reader, writer = await connect(gateway)
+    try:
+        writer.write(requests)
+        return [await read_answer(reader) for _ in range(answers)]
+    finally:
+        writer.close()
+
+
 async def test_a_granted_claim_is_one_well_framed_answer_and_keeps_the_connection(
     gateway: Gateway,
 ) -> None:
     campaign = await gateway.put_campaign(stock=5)
-    reader, writer = await connect(gateway)
-    try:
-        writer.write(claim_request(campaign, "ann") + claim_request(campaign, "bob"))  # pipelined
-        answers = [await read_answer(reader), await read_answer(reader)]
-    finally:
-        writer.close()
+    pipelined = claim_request(campaign, "ann") + claim_request(campaign, "bob")
+    answers = await exchange(gateway, pipelined, 2)
     for (status, headers, body), user in zip(answers, ("ann", "bob"), strict=True):
         assert status == "HTTP/1.1 201 Created"
         names = [name for name, _ in headers]
@@ -73,13 +81,8 @@ async def test_an_error_on_the_direct_claim_path_carries_the_envelope_and_its_re
     gateway: Gateway,
 ) -> None:
     campaign = await gateway.put_campaign(stock=1)
-    reader, writer = await connect(gateway)
-    try:
-        writer.write(claim_request(campaign, "ann") + claim_request(campaign, "bob"))
-        await read_answer(reader)
-        status, headers, body = await read_answer(reader)
-    finally:
-        writer.close()
+    pipelined = claim_request(campaign, "ann") + claim_request(campaign, "bob")
+    _, (status, headers, body) = await exchange(gateway, pipelined, 2)
     assert status == "HTTP/1.1 409 Conflict"
     error = orjson.loads(body)["error"]
     assert error["code"] == "sold_out"
@@ -104,12 +107,7 @@ async def test_connection_close_is_answered_once_and_the_connection_closed(
 
 async def test_an_http_1_0_claim_is_answered_by_aiohttp_in_http_1_0(gateway: Gateway) -> None:
     campaign = await gateway.put_campaign(stock=5)
-    reader, writer = await connect(gateway)
-    try:
-        writer.write(claim_request(campaign, "ann", version="1.0"))
-        status, headers, body = await read_answer(reader)
-    finally:
-        writer.close()
+    [(status, headers, body)] = await exchange(gateway, claim_request(campaign, "ann", "1.0"), 1)
     assert status == "HTTP/1.0 201 Created"
     assert dict(headers)["X-Request-Id"]
     assert orjson.loads(body)["campaign_id"] == campaign
