@@ -7,8 +7,9 @@ signals that a claim never uses. `Answer` is what aiohttp's request handler need
 answer — `prepare(request)`, `write_eof()`, `keep_alive` — and writes status line, headers and
 body with one `transport.write`.
 
-Only HTTP/1.1 POSTs (the claim route, reached through `PublicDispatch`) answer this way; every
-other request gets aiohttp's own responses, which handle HEAD, HTTP/1.0 and the rest.
+Only HTTP/1.1 claims reached through `PublicDispatch` answer this way. Everything else gets
+aiohttp's own responses, which handle what a claim's answer does not: HEAD, HTTP/1.0,
+`Expect: 100-continue`, the other routes, the admin API.
 """
 
 from __future__ import annotations
