@@ -7,12 +7,22 @@ import hmac
 import ipaddress
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from aiohttp import web
 
 from gateway.errors import unauthorized
 from gateway.settings import Client
 from risk.signing import verify
+
+
+class Caller(NamedTuple):
+    """Who is asking: the authenticated client, the end user's IP, the request id."""
+
+    client_id: str
+    ip: str
+    request_id: str
+    nonce: str | None = None
 
 
 def _digest(api_key: str) -> bytes:

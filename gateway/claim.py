@@ -14,9 +14,10 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from gateway import codes, keys, metrics
+from gateway.auth import Caller
 from gateway.errors import ApiError, business
 from gateway.list_hits import ListHits
 from gateway.models import ClaimGranted, ClaimRequest, VoucherOut, encoder
@@ -42,15 +43,6 @@ REJECTIONS = {
     9: "limit_reached",
     10: "sold_out",
 }
-
-
-class Caller(NamedTuple):
-    """Who is asking: the authenticated client, the end user's IP, the request id."""
-
-    client_id: str
-    ip: str
-    request_id: str
-    nonce: str | None = None
 
 
 KEYRINGS_KEPT = 4096  # campaign ids come from request paths: the cache must stay bounded
@@ -177,14 +169,7 @@ class ClaimDesk:
         blocked = self._check_local(req, caller, limit_keys, now)
         if blocked is not None:
             await self._list_hits.record(
-                ring.events,
-                blocked,
-                campaign_id,
-                req.user_id,
-                req.device_id,
-                caller.ip,
-                caller.request_id,
-                caller.client_id,
+                ring.events, blocked, campaign_id, req.user_id, req.device_id, caller
             )
             metrics.claims.labels("risk_denied").inc()
             raise business("risk_denied")

@@ -16,7 +16,7 @@ from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
 from gateway import metrics
-from gateway.claim import Caller
+from gateway.auth import Caller
 from gateway.errors import business
 from gateway.intake import (
     checked_id,

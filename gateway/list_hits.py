@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway import metrics
+from gateway.auth import Caller
 from gateway.errors import ApiError
 from gateway.redis_errors import redis_call
 from gateway.timefmt import rfc3339_ms
@@ -41,14 +42,12 @@ class ListHits:
         campaign_id: str,
         user_id: str,
         device_id: str,
-        ip: str,
-        request_id: str,
-        client_id: str,
+        caller: Caller,
     ) -> None:
         """Count the hit; append its `risk.hit` event unless this identity had one just now."""
         metrics.risk_decisions.labels(list_name, "deny", "enforce").inc()
         now = self._clock()
-        blocked = {"blocked_users": user_id, "blocked_devices": device_id}.get(list_name, ip)
+        blocked = {"blocked_users": user_id, "blocked_devices": device_id}.get(list_name, caller.ip)
         key = (stream, list_name, blocked)
         if now - self._last.get(key, float("-inf")) < self._every_s:
             return
@@ -61,9 +60,9 @@ class ListHits:
             "campaign_id": campaign_id,
             "user_id": user_id,
             "device_id": device_id,
-            "ip": ip,
-            "request_id": request_id,
-            "client_id": client_id,
+            "ip": caller.ip,
+            "request_id": caller.request_id,
+            "client_id": caller.client_id,
             "rules": list_name,
             "decision": "deny",
         }
@@ -73,4 +72,4 @@ class ListHits:
         try:
             await redis_call("risk_list_event", self._scripts.execute(*command))
         except ApiError:  # Redis down: the 403 stands, the event is lost (logged)
-            log.warning("list hit event not written", extra={"request_id": request_id})
+            log.warning("list hit event not written", extra={"request_id": caller.request_id})

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway import codes, keys, metrics
+from gateway.auth import Caller
 from gateway.cards import open_card
-from gateway.claim import SEP, Caller, fingerprint, identities
+from gateway.claim import SEP, fingerprint, identities
 from gateway.errors import ApiError, business, invalid
 from gateway.list_hits import ListHits
 from gateway.models import RedeemRequest, RedemptionView, encoder
@@ -210,14 +211,7 @@ class RedeemDesk:
         blocked = self._lists.blocked_by(req.user_id, req.device_id, caller.ip)
         if blocked is not None:
             await self._list_hits.record(
-                keys.events(keys.GUARD_TAG),
-                blocked,
-                "",
-                req.user_id,
-                req.device_id,
-                caller.ip,
-                caller.request_id,
-                caller.client_id,
+                keys.events(keys.GUARD_TAG), blocked, "", req.user_id, req.device_id, caller
             )
             metrics.redemptions.labels("risk_denied").inc()
             raise business("risk_denied")

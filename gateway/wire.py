@@ -14,11 +14,10 @@ aiohttp's own responses, which handle what a claim's answer does not: HEAD, HTTP
 
 from __future__ import annotations
 
-import time
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
+from aiohttp.helpers import rfc822_formatted_time  # aiohttp's own Date, cached per second
 from aiohttp.http import SERVER_SOFTWARE
 
 _STATUS_LINES = {
@@ -26,26 +25,6 @@ _STATUS_LINES = {
     for s in HTTPStatus
 }
 _SERVER = f"Server: {SERVER_SOFTWARE}\r\n".encode()
-
-
-class _DateLine:
-    """The `Date:` header line (RFC 9110 IMF-fixdate), formatted once per second."""
-
-    __slots__ = ("_line", "_second")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._line = b""
-
-    def __call__(self) -> bytes:
-        second = int(time.time())
-        if second != self._second:
-            self._second = second
-            self._line = f"Date: {formatdate(second, usegmt=True)}\r\n".encode()
-        return self._line
-
-
-date_line = _DateLine()
 
 
 class Answer:
@@ -90,8 +69,8 @@ class Answer:
                 (
                     _STATUS_LINES[self.status],
                     head.encode("latin-1"),
-                    b"Content-Length: %d\r\n" % len(body),
-                    date_line(),
+                    b"Content-Length: %d\r\nDate: %s\r\n"
+                    % (len(body), rfc822_formatted_time().encode()),
                     _SERVER,
                     b"\r\n",
                     body,

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from gateway import codes, keys
-from gateway.claim import Caller
+from gateway.auth import Caller
 from gateway.models import RedeemRequest
 from gateway.reconciler import Reconciler
 from gateway.redeem import RedeemDesk
