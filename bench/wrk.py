@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench import debian
 
 CLAIM_LUA = Path(__file__).with_name("claim.lua")
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -82,16 +82,4 @@ def run(url: str, seconds: float, connections: int) -> WrkResult:
 
 def ensure_installed() -> bool:
     """True when wrk is on PATH, installing it with apt-get when running as root."""
-    if shutil.which("wrk"):
-        return True
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("wrk not found: apt-get update && apt-get install -y wrk", flush=True)
-        subprocess.run(["apt-get", "update", "-qq"], check=False, timeout=300)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, timeout=300)
-        if shutil.which("wrk"):
-            return True
-    print(
-        "wrk is required: install it with `apt-get update && apt-get install -y wrk`",
-        file=sys.stderr,
-    )
-    return False
+    return debian.ensure("wrk", lambda: shutil.which("wrk") is not None)
