@@ -264,6 +264,8 @@ def alternate(
 
 
 RATE_WINDOW_S = 60  # the longest claim rate-limit window, gateway and baseline alike
+# A window's key outlives its newest hit by up to 1.25 windows (ratelimit/sliding_window.lua).
+RATE_KEY_LIFETIME_S = RATE_WINDOW_S * 1.25
 
 
 def memory_run(
@@ -304,7 +306,7 @@ def memory_run(
         "stock_breach": stock_breach(stats),
     }
     if settle:
-        time.sleep(max(0.0, ended + RATE_WINDOW_S + 1 - time.monotonic()))
+        time.sleep(max(0.0, ended + RATE_KEY_LIFETIME_S + 1 - time.monotonic()))
         # Valkey's background expiry frees ~300 keys/s here; a SCAN expires what it visits.
         for _ in client.scan_iter(count=10_000):
             pass

@@ -18,6 +18,11 @@
 -- (a binary search for the first hit inside the window, then one LTRIM). A key so holds at most
 -- about `limit` timestamps, and still disappears as a whole through its PEXPIRE.
 --
+-- The expiry moves in steps of an eighth of the window: a hit that opens a step sets the key to
+-- live until the end of the next step plus the window, which covers every later hit of its
+-- step by at least a step. A busy key (one IP behind a carrier NAT, say) so costs one PEXPIRE
+-- per step instead of one per hit, and lives at most a quarter window past its newest hit.
+--
 -- sw_peek(key, limit, window_ms, now_ms[, trim_at]) -> count, retry_after_ms
 --   count           the list's length after any trim; exact (the hits inside the window)
 --                   whenever it is >= min(trim_at, limit), else an upper bound of them. trim_at
@@ -28,10 +33,12 @@
 --
 -- sw_record(key, window_ms, now_ms[, count]) -> nothing
 --   Appends one hit at max(now_ms, newest hit), so the list stays ordered when a caller's clock
---   steps back, and sets PEXPIRE to the ms until that hit leaves the window (window_ms when
---   clocks agree): the key never outlives its newest hit. count is what sw_peek returned for
---   this key earlier in the same call, if any: 0 means the list was empty, so the hit goes at
---   now_ms without reading the newest one (every hit this call added since is at now_ms).
+--   steps back. When that hit opens a step (floor(at / step) differs from the newest hit's, or
+--   the list was empty), sets PEXPIRE so the key lives until the end of the following step
+--   plus the window, on the caller's clock: between window_ms and window_ms + 2 steps past
+--   the hit. count is what sw_peek returned for this key earlier in the same call, if any: 0
+--   means the list was empty, so the hit goes at now_ms without reading the newest one (every
+--   hit this call added since is at now_ms).
 
 -- Drops the hits at or before horizon from a list of n ordered hits; returns how many remain.
 local function sw_trim(key, n, horizon)
@@ -65,13 +72,18 @@ end
 
 local function sw_record(key, window_ms, now_ms, count)
   window_ms, now_ms = window_ms + 0, now_ms + 0
-  local at = now_ms
+  local at, newest = now_ms, false -- false: no newest hit (LINDEX's nil is false here too)
   if count == nil or count + 0 ~= 0 then
-    local newest = redis.call('LINDEX', key, -1)
-    if newest and newest + 0 > at then
-      at = newest + 0
+    newest = redis.call('LINDEX', key, -1)
+    if newest then
+      newest = newest + 0
+      if newest > at then at = newest end
     end
   end
   redis.call('RPUSH', key, at)
-  redis.call('PEXPIRE', key, at - now_ms + window_ms)
+  local step = math.ceil(window_ms / 8)
+  local opened = math.floor(at / step)
+  if not newest or math.floor(newest / step) ~= opened then
+    redis.call('PEXPIRE', key, (opened + 2) * step - now_ms + window_ms)
+  end
 end

@@ -51,13 +51,26 @@ async def test_record_keeps_order_when_the_clock_steps_back(sw, redis_client: ar
     await sw("record", "k", 0, 10_000, T0 + 500)
     await sw("record", "k", 0, 10_000, T0)
     assert await redis_client.lrange("k", 0, -1) == [b"%d" % (T0 + 500)] * 2
-    # The key lives until its newest hit leaves the window, measured on the caller's clock.
-    assert 10_000 < await redis_client.pttl("k") <= 10_500
+    # The key outlives its newest hit's window (10_500 ms from T0), by at most two steps.
+    assert 10_500 < await redis_client.pttl("k") <= 10_500 + 2 * 1250
 
 
-async def test_record_sets_expiry_to_the_window(sw, redis_client: aredis.Redis):
+async def test_record_sets_expiry_to_the_window_plus_one_to_two_steps(
+    sw, redis_client: aredis.Redis
+):
     await sw("record", "k", 0, 60_000, T0)
-    assert 59_000 < await redis_client.pttl("k") <= 60_000
+    assert 60_000 + 7_500 - 1_000 < await redis_client.pttl("k") <= 60_000 + 2 * 7_500
+
+
+async def test_a_busy_key_moves_its_expiry_once_per_step(sw, redis_client: aredis.Redis):
+    step = 10_000 // 8
+    opening = T0 // step * step
+    await sw("hit", "k", 100, 10_000, opening + 10)
+    await redis_client.pexpire("k", 999_000)  # a marker: only a new PEXPIRE replaces it
+    await sw("hit", "k", 100, 10_000, opening + step - 1)
+    assert await redis_client.pttl("k") > 900_000
+    await sw("hit", "k", 100, 10_000, opening + step)  # the next step opens
+    assert 10_000 + step - 1_000 < await redis_client.pttl("k") <= 10_000 + 2 * step
 
 
 async def test_peek_trims_and_empty_logs_disappear(sw, redis_client: aredis.Redis):
