@@ -4,8 +4,8 @@ redis-py spends more CPU per call (argument encoding, pool checkout, retry and t
 wrappers, one socket write and read per command) than aiohttp spends on the whole request. On
 the claim path this client replaces it: one connection per worker, commands queued and flushed
 together every FLUSH_AT commands and at the end of the loop turn, replies parsed by hiredis in
-order. Valkey runs commands
-one at a time anyway, so one busy connection loses nothing and saves a syscall per claim.
+order. Valkey runs commands one at a time anyway, so one busy connection loses nothing and
+saves a syscall per claim.
 
 Failure handling keeps the gateway's contract: a connection that cannot be made, is lost, or
 has not answered for `timeout_s` fails every waiting call with redis-py's ConnectionError or
@@ -92,7 +92,7 @@ class AutoPipeline:
             return await self._enqueue(command)
         except NoScriptError:
             await self.execute("SCRIPT", "LOAD", script)
-            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+            return await self._enqueue(command)
 
     def _enqueue(self, command: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()

@@ -30,13 +30,17 @@ def body_if_here(request: web.Request, max_bytes: int) -> bytes | None:
     """The whole body when it has already arrived (small bodies), else None; 413 past max."""
     length = request.content_length
     if length is not None and length > max_bytes:
-        raise ApiError(413, "payload_too_large", f"body exceeds {max_bytes} bytes")
+        raise _too_large(max_bytes)
     if not request.content.is_eof():
         return None
     body = request.content.read_nowait()
     if len(body) > max_bytes:
-        raise ApiError(413, "payload_too_large", f"body exceeds {max_bytes} bytes")
+        raise _too_large(max_bytes)
     return body
+
+
+def _too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"body exceeds {max_bytes} bytes")
 
 
 async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
@@ -53,7 +57,7 @@ async def read_body(request: web.Request, max_bytes: int, timeout_s: float) -> b
         error.headers["Connection"] = "close"
         raise error from None
     except web.HTTPRequestEntityTooLarge:
-        raise ApiError(413, "payload_too_large", f"body exceeds {max_bytes} bytes") from None
+        raise _too_large(max_bytes) from None
 
 
 def idempotency_key(request: web.Request) -> str:

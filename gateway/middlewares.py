@@ -97,11 +97,8 @@ async def enveloped(
         if shedder is None:
             response = await handler(request)
         else:
-            shedder.enter()
-            try:
+            with shedder:
                 response = await handler(request)
-            finally:
-                shedder.leave()
         response.headers["X-Request-Id"] = request_id
     except ApiError as error:
         response = error_response(error, request_id, wire)
@@ -136,23 +133,20 @@ class Shedder:
         self.in_flight = 0
         tally.sample(metrics.in_flight_gauge, lambda: self.in_flight)
 
-    def enter(self) -> None:
-        """Count one more request in flight, or raise 503 overloaded; `leave()` after."""
+    def __enter__(self) -> None:
+        """Count one more request in flight, or raise 503 overloaded."""
         if self.in_flight >= self.max_in_flight:
             metrics.shed.inc()
             raise business("overloaded", {"Retry-After": "1"})
         self.in_flight += 1
 
-    def leave(self) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.in_flight -= 1
 
     def middleware(self) -> Middleware:
         @web.middleware
         async def shed_load(request: web.Request, handler: Handler) -> web.StreamResponse:
-            self.enter()
-            try:
+            with self:
                 return await handler(request)
-            finally:
-                self.leave()
 
         return shed_load
