@@ -12,7 +12,7 @@ from collections import deque
 
 
 class SlidingWindowLog:
-    """One ordered log of admitted-hit times (ms) per key, as `sw_peek`/`sw_record` keep it."""
+    """One ordered log of admitted-hit times (ms) per key, as the sliding_window.lua functions keep it."""
 
     def __init__(self) -> None:
         self._logs: dict[str, deque[int]] = {}
@@ -43,6 +43,13 @@ class SlidingWindowLog:
         """
         log = self._logs.setdefault(key, deque())
         log.append(max(now_ms, log[-1]) if log and count != 0 else now_ms)
+
+    def admit(self, key: str, limit: int, window_ms: int, now_ms: int) -> tuple[int, int]:
+        """`sw_admit`: peek, then record when admitted; the same (count, retry_after_ms)."""
+        count, retry_after_ms = self.peek(key, limit, window_ms, now_ms)
+        if count < limit:
+            self.record(key, window_ms, now_ms, count)
+        return count, retry_after_ms
 
     def hits(self, key: str) -> list[int]:
         """The key's log, oldest first, as `LRANGE key 0 -1` reads it from Redis."""

@@ -31,6 +31,13 @@
 --                   drop below limit (>= 1). With count == limit that is the oldest hit.
 --   A request is admitted iff count < limit; only an admitted request is then recorded.
 --
+-- sw_admit(key, limit, window_ms, now_ms) -> count, retry_after_ms
+--   sw_peek, then sw_record when admitted, in fewer calls: the hit goes in first (RPUSH
+--   answers the length sw_peek would read with LLEN) and is taken back out (RPOP) when the
+--   log turns out full. Same answers, same log and same expiry as the pair. A caller with
+--   several limits admits each in turn and, when one refuses, takes the hits it put in the
+--   logs before back out with sw_unadmit(key): a refused request is recorded nowhere.
+--
 -- sw_record(key, window_ms, now_ms[, count]) -> nothing
 --   Appends one hit at max(now_ms, newest hit), so the list stays ordered when a caller's clock
 --   steps back. When that hit opens a step (floor(at / step) differs from the newest hit's, or
@@ -70,6 +77,16 @@ local function sw_peek(key, limit, window_ms, now_ms, trim_at)
   return count, freeing + window_ms - now_ms
 end
 
+-- Moves the expiry of a log whose newest hit is `at`, when that hit opened a step (newest:
+-- the hit before it, false for none).
+local function sw_expire(key, window_ms, now_ms, at, newest)
+  local step = math.ceil(window_ms / 8)
+  local opened = math.floor(at / step)
+  if not newest or math.floor(newest / step) ~= opened then
+    redis.call('PEXPIRE', key, (opened + 2) * step - now_ms + window_ms)
+  end
+end
+
 local function sw_record(key, window_ms, now_ms, count)
   window_ms, now_ms = window_ms + 0, now_ms + 0
   local at, newest = now_ms, false -- false: no newest hit (LINDEX's nil is false here too)
@@ -81,9 +98,33 @@ local function sw_record(key, window_ms, now_ms, count)
     end
   end
   redis.call('RPUSH', key, at)
-  local step = math.ceil(window_ms / 8)
-  local opened = math.floor(at / step)
-  if not newest or math.floor(newest / step) ~= opened then
-    redis.call('PEXPIRE', key, (opened + 2) * step - now_ms + window_ms)
+  sw_expire(key, window_ms, now_ms, at, newest)
+end
+
+local function sw_admit(key, limit, window_ms, now_ms)
+  limit, window_ms, now_ms = limit + 0, window_ms + 0, now_ms + 0
+  local n = redis.call('RPUSH', key, now_ms)
+  local at, newest = now_ms, false
+  if n > 1 then
+    newest = redis.call('LINDEX', key, -2) + 0
+    if newest > at then -- a caller's clock stepped back: the log stays ordered
+      at = newest
+      redis.call('LSET', key, -1, at)
+    end
   end
+  local count = n - 1 -- the hits before this one; an upper bound until a trim
+  if count >= limit then
+    count = sw_trim(key, n, now_ms - window_ms) - 1 -- this hit is inside, never trimmed
+    if count >= limit then
+      redis.call('RPOP', key)
+      local freeing = redis.call('LINDEX', key, count - limit) + 0
+      return count, freeing + window_ms - now_ms
+    end
+  end
+  sw_expire(key, window_ms, now_ms, at, newest)
+  return count, 0
+end
+
+local function sw_unadmit(key)
+  redis.call('RPOP', key)
 end

@@ -1,5 +1,5 @@
 -- claim.lua: decide one claim in one atomic step.
--- Joined after ratelimit/sliding_window.lua (sw_peek, sw_record) and risk/velocity.lua
+-- Joined after ratelimit/sliding_window.lua (sw_admit, sw_peek, sw_record) and risk/velocity.lua
 -- (distinct_peek, distinct_record) by gateway/scripts.py. Every key shares the campaign's tag.
 --
 -- KEYS[1] campaign hash: settings, counters and each claimant's grants so far (the allowances),
@@ -74,19 +74,21 @@ local function reject(outcome, code, a, b, fired)
   return {outcome, a or 0, b or 0, fired or {}}
 end
 
--- Limits: every one is checked before any is recorded. counts[k] is what sw_peek saw in the
--- k-th sliding-window key (limits, then rules), handed to sw_record with windows[k].
+-- Limits: each admits the hit into its log in turn; when one refuses, the logs before it give
+-- the hit back, so a refused request is recorded in none.
 local limit_base = 21
-local counts, windows = {}, {}
 for i = 1, L do
   local o = limit_base + (i - 1) * 2
-  local limit, window = ARGV[o] + 0, ARGV[o + 1] + 0
-  local count, retry = sw_peek(KEYS[6 + i], limit, window, now)
-  if count >= limit then
+  local _, retry = sw_admit(KEYS[6 + i], ARGV[o], ARGV[o + 1], now)
+  if retry > 0 then
+    for j = 1, i - 1 do sw_unadmit(KEYS[6 + j]) end
     return reject(5, 'rate_limited', i, retry)
   end
-  counts[i], windows[i] = count, window
 end
+
+-- counts[r] is what sw_peek saw in rule r's sliding-window key, handed to sw_record with
+-- windows[r].
+local counts, windows = {}, {}
 
 -- Velocity rules: find every hit; the strongest enforced effect decides.
 local rule_base = limit_base + L * 2
@@ -95,11 +97,11 @@ local blocking = 0
 for r = 1, R do
   local o = rule_base + (r - 1) * 6
   local key, threshold, window = KEYS[6 + L + r], ARGV[o + 2] + 0, ARGV[o + 3] + 0
-  windows[L + r] = window
+  windows[r] = window
   local hit
   if ARGV[o + 1] == 'count' then
-    counts[L + r] = sw_peek(key, threshold, window, now)
-    hit = counts[L + r] >= threshold
+    counts[r] = sw_peek(key, threshold, window, now)
+    hit = counts[r] >= threshold
   else
     local count, is_new = distinct_peek(key, ARGV[o + 4], window, now)
     hit = is_new == 1 and count >= threshold
@@ -118,9 +120,6 @@ if #fired > 0 then
        'decision', blocking == 6 and 'deny' or (blocking == 7 and 'challenge' or 'shadow'))
 end
 
-for i = 1, L do
-  sw_record(KEYS[6 + i], windows[i], now, counts[i])
-end
 if blocking ~= 0 then
   return reject(blocking, blocking == 6 and 'risk_denied' or 'challenge_required', 0, 0, fired)
 end
@@ -128,9 +127,9 @@ end
 for r = 1, R do
   local o = rule_base + (r - 1) * 6
   if ARGV[o + 1] == 'count' then
-    sw_record(KEYS[6 + L + r], windows[L + r], now, counts[L + r])
+    sw_record(KEYS[6 + L + r], windows[r], now, counts[r])
   else
-    distinct_record(KEYS[6 + L + r], ARGV[o + 4], windows[L + r], now)
+    distinct_record(KEYS[6 + L + r], ARGV[o + 4], windows[r], now)
   end
 end
 

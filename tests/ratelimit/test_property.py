@@ -30,7 +30,7 @@ op = st.tuples(
         st.integers(-300, 0),  # a caller's clock stepping back
         st.integers(0, 25_000),
     ),
-    st.sampled_from(["peek", "record", "hit"]),
+    st.sampled_from(["peek", "record", "hit", "admit"]),
     st.integers(1, 6),
     st.sampled_from([10_000, 20_000]),
     trim_at,
@@ -46,6 +46,8 @@ def twin_call(twin: SlidingWindowLog, op: str, key: str, *args: Any) -> list[int
     if op == "record":
         twin.record(key, window_ms, now_ms)
         return []
+    if op == "admit":
+        return list(twin.admit(key, limit, window_ms, now_ms))
     count, retry_after_ms = twin.peek(key, limit, window_ms, now_ms, trim)
     if op == "hit" and count < limit:
         twin.record(key, window_ms, now_ms, count)
@@ -128,3 +130,35 @@ def test_lazy_trim_decides_as_an_exact_count(
     for key, times in admitted.items():
         for t in times:
             assert sum(t - WINDOWS[key] < s <= t for s in times) <= limits[key]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    hits=st.lists(
+        st.tuples(
+            st.one_of(
+                st.sampled_from([0, 1, 1_250, 9_999, 10_000]),  # step and window edges
+                st.integers(-300, 0),  # a caller's clock stepping back
+                st.integers(0, 4_000),
+            ),
+            st.integers(1, 5),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_admit_answers_stores_and_expires_as_peek_then_record(
+    sync_redis: redis.Redis, hits: list[Any]
+) -> None:
+    """sw_admit on one key and the peek-then-record pair ("hit") on another, fed the same
+    hits: the same answers, the same logs and the same expiry (up to the ms between calls)."""
+    sync_redis.flushdb()
+    script = sync_redis.register_script(SW_OPS)
+    now = T0
+    for step, limit in hits:
+        now += step
+        by_pair = script(keys=["pair"], args=sw_args("hit", limit, 10_000, now, None))
+        by_admit = script(keys=["admit"], args=sw_args("admit", limit, 10_000, now, None))
+        assert by_admit == by_pair
+        assert sync_redis.lrange("admit", 0, -1) == sync_redis.lrange("pair", 0, -1)
+        assert abs(sync_redis.pttl("admit") - sync_redis.pttl("pair")) <= 50

@@ -73,6 +73,33 @@ async def test_a_busy_key_moves_its_expiry_once_per_step(sw, redis_client: aredi
     assert 10_000 + step - 1_000 < await redis_client.pttl("k") <= 10_000 + 2 * step
 
 
+async def test_admit_refuses_a_full_log_and_leaves_it_as_it_was(sw, redis_client: aredis.Redis):
+    assert await sw("admit", "k", 2, 10_000, T0) == [0, 0]
+    assert await sw("admit", "k", 2, 10_000, T0 + 100) == [1, 0]
+    ttl = await redis_client.pttl("k")
+    assert await sw("admit", "k", 2, 10_000, T0 + 200) == [2, 9800]
+    assert await redis_client.lrange("k", 0, -1) == [b"%d" % T0, b"%d" % (T0 + 100)]
+    assert ttl - 50 <= await redis_client.pttl("k") <= ttl
+    # Once the oldest hit has left, the full log trims and admits again.
+    assert await sw("admit", "k", 2, 10_000, T0 + 10_000) == [1, 0]
+    assert await redis_client.lrange("k", 0, -1) == [b"%d" % (T0 + 100), b"%d" % (T0 + 10_000)]
+
+
+async def test_unadmit_takes_back_the_hit_just_admitted(sw, redis_client: aredis.Redis):
+    await sw("admit", "k", 5, 10_000, T0)
+    await sw("admit", "k", 5, 10_000, T0 + 1)
+    await sw("unadmit", "k", 5, 10_000, T0 + 1)
+    assert await redis_client.lrange("k", 0, -1) == [b"%d" % T0]
+    await sw("unadmit", "k", 5, 10_000, T0 + 1)
+    assert await redis_client.exists("k") == 0  # an emptied log disappears
+
+
+async def test_admit_keeps_order_when_the_clock_steps_back(sw, redis_client: aredis.Redis):
+    await sw("admit", "k", 5, 10_000, T0 + 500)
+    assert await sw("admit", "k", 5, 10_000, T0) == [1, 0]
+    assert await redis_client.lrange("k", 0, -1) == [b"%d" % (T0 + 500)] * 2
+
+
 async def test_peek_trims_and_empty_logs_disappear(sw, redis_client: aredis.Redis):
     await sw("record", "k", 0, 1000, T0)
     assert await sw("peek", "k", 1, 1000, T0 + 1000) == [0, 0]
