@@ -57,7 +57,6 @@ class Keyring:
     rejections: str
     events: str
     voucher_prefix: str
-    unused_nonce: str  # a key in the slot for the script's nonce position when nothing is signed
     limit_prefixes: tuple[tuple[str, str], ...]  # (identity kind, key prefix) per limit
 
     @classmethod
@@ -69,12 +68,23 @@ class Keyring:
             rejections=keys.rejections(tag, campaign_id),
             events=keys.events(tag),
             voucher_prefix=keys.voucher(tag, ""),
-            unused_nonce=keys.nonce(tag, "nonce:-"),
             limit_prefixes=tuple(
                 (lim.by, keys.campaign_scoped(tag, campaign_id, limit_key_prefix("claim", lim)))
                 for lim in limits
             ),
         )
+
+
+def claim_script_constants(settings: Settings) -> str:
+    """The configuration the claim script reads, as Lua in front of its body (claim.lua)."""
+    pairs = ", ".join(
+        f"{{{lim.limit}, {lim.window_s * 1000}}}" for lim in settings.limits.get("claim", [])
+    )
+    return (
+        f"local IDEMPOTENCY_TTL_S, NONCE_TTL_MS = {IDEMPOTENCY_TTL_S}, {NONCE_TTL_S * 1000}\n"
+        f"local STREAM_MAX_LEN = {settings.redis.stream_max_len}\n"
+        f"local LIMITS = {{{pairs}}}\n"
+    )
 
 
 def fingerprint(*parts: str) -> str:
@@ -126,10 +136,6 @@ class ClaimDesk:
         self._rules: list[RiskRule] = [
             r for r in settings.risk_rules if KINDS[r.kind].route == "claim"
         ]
-        self._stream_max_len = str(settings.redis.stream_max_len)
-        self._limit_args: list[int] = []
-        for lim in self._limits:
-            self._limit_args += [lim.limit, lim.window_s * 1000]
         self._keyrings: dict[str, Keyring] = {}
         self._soldout_until: dict[str, float] = {}
         self._in_flight: set[tuple[str, str]] = set()
@@ -183,10 +189,11 @@ class ClaimDesk:
         claim_id = codes.claim_id_for(code)
         rules = [] if not self._rules or self._lists.is_allowed(req.user_id) else self._rules
         rule_keys, rule_args = self._rule_args(tag, campaign_id, ids, rules) if rules else ([], [])
-        if caller.nonce:
-            nonce_key = keys.nonce(tag, nonce_key_suffix(caller.client_id, caller.nonce))
-        else:
-            nonce_key = ring.unused_nonce
+        nonce_keys = (
+            [keys.nonce(tag, nonce_key_suffix(caller.client_id, caller.nonce))]
+            if caller.nonce
+            else []
+        )
         now_ms = int(now * 1000)
         result = await redis_call(
             "claim",
@@ -197,9 +204,9 @@ class ClaimDesk:
                     idem_redis_key,
                     ring.voucher_prefix + code,
                     ring.events,
-                    nonce_key,
                     *limit_keys,
                     *rule_keys,
+                    *nonce_keys,
                 ],
                 args=[
                     now_ms,
@@ -213,16 +220,10 @@ class ClaimDesk:
                     caller.ip,
                     caller.request_id,
                     caller.client_id,
-                    IDEMPOTENCY_TTL_S,
-                    1 if caller.nonce else 0,
-                    NONCE_TTL_S * 1000,
-                    self._stream_max_len,
-                    len(self._limits),
                     len(rules),
                     rfc3339_ms(now_ms),
                     keys.allowance_field("u", req.user_id),
                     keys.allowance_field("d", req.device_id),
-                    *self._limit_args,
                     *rule_args,
                 ],
             ),

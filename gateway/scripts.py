@@ -1,14 +1,15 @@
 """Loads the Lua scripts once, joining library chunks before each script body.
 
 Library chunks (`ratelimit/sliding_window.lua`, `risk/velocity.lua`) only define local
-functions; a script is their concatenation plus its own body, so one EVALSHA carries the whole
-decision. redis-py's Script reloads on NOSCRIPT (after a Redis restart) and retries once.
+functions; a script is their concatenation, the constants its caller wrote from the
+configuration (if any), and its own body, so one EVALSHA carries the whole decision.
+redis-py's Script reloads on NOSCRIPT (after a Redis restart) and retries once.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -22,9 +23,10 @@ def read_lua(package: str, name: str) -> str:
     return resources.files(package).joinpath(name).read_text(encoding="utf-8")
 
 
-def joined(name: str) -> str:
-    """The source of gateway/lua/<name> with every library chunk before it."""
+def joined(name: str, constants: str = "") -> str:
+    """The source of gateway/lua/<name> with every library chunk and `constants` before it."""
     parts = [read_lua(package, file) for package, file in LIBRARIES]
+    parts.append(constants)
     parts.append(read_lua("gateway", f"lua/{name}"))
     return "\n".join(parts)
 
@@ -45,11 +47,16 @@ class Scripts:
         "card_add",
     )
 
-    def __init__(self, redis: Any, fast: Any = None) -> None:
+    def __init__(
+        self, redis: Any, fast: Any = None, constants: Mapping[str, str] | None = None
+    ) -> None:
+        """`constants`: Lua text put in front of a script's body, by script name."""
         self._redis = redis
         self._fast = fast  # an AutoPipeline on single-node Redis, else None (redis-py)
+        constants = constants or {}
         self.by_name: dict[str, AsyncScript] = {
-            name: redis.register_script(joined(f"{name}.lua")) for name in self.NAMES
+            name: redis.register_script(joined(f"{name}.lua", constants.get(name, "")))
+            for name in self.NAMES
         }
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:

@@ -14,7 +14,7 @@ from gateway import keys, tally
 from gateway.auth import ClientIp, Clients
 from gateway.autopipe import AutoPipeline
 from gateway.campaigns import CampaignViews
-from gateway.claim import ClaimDesk
+from gateway.claim import ClaimDesk, claim_script_constants
 from gateway.metrics import SupplierObserver
 from gateway.reconciler import Reconciler
 from gateway.redeem import RedeemDesk
@@ -50,7 +50,9 @@ class Services:
             if AutoPipeline.supports(self.redis_url)
             else None
         )
-        self.scripts = Scripts(self.redis, self.fast)
+        self.scripts = Scripts(
+            self.redis, self.fast, {"claim": claim_script_constants(self.settings)}
+        )
         await self._load_scripts()
         self.lists = RiskListCache()
         self.claims = ClaimDesk(self.redis, self.scripts, self.settings, self.lists.lists)

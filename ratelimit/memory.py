@@ -12,7 +12,7 @@ from collections import deque
 
 
 class SlidingWindowLog:
-    """One ordered log of admitted-hit times (ms) per key, as the sliding_window.lua functions keep it."""
+    """One ordered log of admitted-hit times (ms) per key, as sliding_window.lua keeps it."""
 
     def __init__(self) -> None:
         self._logs: dict[str, deque[int]] = {}

@@ -1,23 +1,25 @@
 -- claim.lua: decide one claim in one atomic step.
--- Joined after ratelimit/sliding_window.lua (sw_admit, sw_peek, sw_record) and risk/velocity.lua
--- (distinct_peek, distinct_record) by gateway/scripts.py. Every key shares the campaign's tag.
+-- Joined after ratelimit/sliding_window.lua (sw_admit, sw_peek, sw_record), risk/velocity.lua
+-- (distinct_peek, distinct_record) and the configuration's constants, which gateway/claim.py
+-- writes as Lua (`script_constants`): IDEMPOTENCY_TTL_S, NONCE_TTL_MS, STREAM_MAX_LEN and
+-- LIMITS, the claim route's {limit, window ms} pairs. Constants are part of the script text,
+-- not arguments: Valkey turns every argument of every call into an object and a Lua string.
+-- Every key shares the campaign's tag.
 --
 -- KEYS[1] campaign hash: settings, counters and each claimant's grants so far (the allowances),
---         one field per user and per device, named by ARGV[19] and ARGV[20]
+--         one field per user and per device, named by ARGV[14] and ARGV[15]
 -- KEYS[2] rejections-by-code hash  KEYS[3] idempotency record
--- KEYS[4] voucher (the code offered if granted)
--- KEYS[5] event stream             KEYS[6] nonce key (unused unless ARGV[13] == '1')
--- KEYS[7 .. 6+L]        one sliding-window key per configured limit
--- KEYS[7+L .. 6+L+R]    one counter key per velocity rule
+-- KEYS[4] voucher (the code offered if granted)   KEYS[5] event stream
+-- KEYS[6 .. 5+L]        one sliding-window key per limit in LIMITS (L = #LIMITS)
+-- KEYS[6+L .. 5+L+R]    one counter key per velocity rule
+-- KEYS[6+L+R]           the signed request's nonce key, when there is one key more
 --
 -- ARGV[1] now (ms)          ARGV[2] request fingerprint   ARGV[3] voucher code
 -- ARGV[4] claim id          ARGV[5] masked code           ARGV[6] campaign id
 -- ARGV[7] user id           ARGV[8] device id             ARGV[9] ip
--- ARGV[10] request id       ARGV[11] client id            ARGV[12] idempotency ttl (s)
--- ARGV[13] '1' to spend the nonce   ARGV[14] nonce ttl (ms)   ARGV[15] stream max length
--- ARGV[16] L   ARGV[17] R   ARGV[18] now as RFC 3339 text
--- ARGV[19] the user's allowance field   ARGV[20] the device's (digests: gateway/keys.py)
--- then L pairs  (limit, window ms)
+-- ARGV[10] request id       ARGV[11] client id            ARGV[12] R
+-- ARGV[13] now as RFC 3339 text
+-- ARGV[14] the user's allowance field   ARGV[15] the device's (digests: gateway/keys.py)
 -- then R tuples (rule id, kind 'count'|'distinct', threshold, window ms, member,
 --                 effect 'deny'|'challenge'|'shadow')
 --
@@ -35,12 +37,12 @@
 -- Numeric strings become numbers by arithmetic (`s + 0`), as in sliding_window.lua.
 
 local now = ARGV[1] + 0
-local L = ARGV[16] + 0
-local R = ARGV[17] + 0
+local L = #LIMITS
+local R = ARGV[12] + 0
 local SEP = '\31'
 
-if ARGV[13] == '1' then
-  if not redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[14]) then
+if #KEYS > 5 + L + R then
+  if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', NONCE_TTL_MS) then
     return {3, 0, 0, {}}
   end
 end
@@ -53,7 +55,7 @@ if record then
   return {1, record, 0, {}}
 end
 
-local user_field, device_field = ARGV[19], ARGV[20]
+local user_field, device_field = ARGV[14], ARGV[15]
 local c = redis.call('HMGET', KEYS[1], 'starts_ms', 'ends_ms', 'paused', 'stock_left',
                      'per_user_limit', 'per_device_limit', 'voucher_ttl_s', 'granted',
                      user_field, device_field)
@@ -63,7 +65,7 @@ end
 
 -- Appends one event; the varargs are its type-specific field/value pairs.
 local function emit(kind, ...)
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[15], '*', 'type', kind, 'ts', ARGV[18],
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', STREAM_MAX_LEN, '*', 'type', kind, 'ts', ARGV[13],
              'campaign_id', ARGV[6], 'user_id', ARGV[7], 'device_id', ARGV[8], 'ip', ARGV[9],
              'request_id', ARGV[10], 'client_id', ARGV[11], ...)
 end
@@ -76,12 +78,10 @@ end
 
 -- Limits: each admits the hit into its log in turn; when one refuses, the logs before it give
 -- the hit back, so a refused request is recorded in none.
-local limit_base = 21
 for i = 1, L do
-  local o = limit_base + (i - 1) * 2
-  local _, retry = sw_admit(KEYS[6 + i], ARGV[o], ARGV[o + 1], now)
+  local _, retry = sw_admit(KEYS[5 + i], LIMITS[i][1], LIMITS[i][2], now)
   if retry > 0 then
-    for j = 1, i - 1 do sw_unadmit(KEYS[6 + j]) end
+    for j = 1, i - 1 do sw_unadmit(KEYS[5 + j]) end
     return reject(5, 'rate_limited', i, retry)
   end
 end
@@ -91,12 +91,12 @@ end
 local counts, windows = {}, {}
 
 -- Velocity rules: find every hit; the strongest enforced effect decides.
-local rule_base = limit_base + L * 2
+local rule_base = 16
 local fired = {}
 local blocking = 0
 for r = 1, R do
   local o = rule_base + (r - 1) * 6
-  local key, threshold, window = KEYS[6 + L + r], ARGV[o + 2] + 0, ARGV[o + 3] + 0
+  local key, threshold, window = KEYS[5 + L + r], ARGV[o + 2] + 0, ARGV[o + 3] + 0
   windows[r] = window
   local hit
   if ARGV[o + 1] == 'count' then
@@ -127,9 +127,9 @@ end
 for r = 1, R do
   local o = rule_base + (r - 1) * 6
   if ARGV[o + 1] == 'count' then
-    sw_record(KEYS[6 + L + r], windows[r], now, counts[r])
+    sw_record(KEYS[5 + L + r], windows[r], now, counts[r])
   else
-    distinct_record(KEYS[6 + L + r], ARGV[o + 4], windows[r], now)
+    distinct_record(KEYS[5 + L + r], ARGV[o + 4], windows[r], now)
   end
 end
 
@@ -146,7 +146,8 @@ elseif stock_left <= 0 then
   outcome, code = 10, 'sold_out'
 end
 if outcome then
-  redis.call('SET', KEYS[3], ARGV[2] .. SEP .. outcome .. SEP .. ARGV[10], 'EX', ARGV[12])
+  redis.call('SET', KEYS[3], ARGV[2] .. SEP .. outcome .. SEP .. ARGV[10], 'EX',
+             IDEMPOTENCY_TTL_S)
   return reject(outcome, code, 0, 0, fired)
 end
 
@@ -165,6 +166,6 @@ local expires_text = string.format('%d', expires) -- once: a number in a concate
 redis.call('SET', KEYS[4], 'i' .. SEP .. expires_text .. SEP .. ARGV[6] .. SEP .. ARGV[7],
            'PX', expires - now + 2592000000)
 redis.call('SET', KEYS[3], ARGV[2] .. SEP .. '0' .. SEP .. ARGV[3] .. SEP .. expires_text,
-           'EX', ARGV[12])
+           'EX', IDEMPOTENCY_TTL_S)
 emit('claim.granted', 'claim_id', ARGV[4], 'voucher_code', ARGV[5])
 return {0, expires, stock_left - 1, fired}
