@@ -9,13 +9,17 @@ leaves the window).
 
 Trimming is lazy, because the list's length bounds the in-window count from above: a list
 shorter than `limit` admits on one LLEN, untrimmed, and only a full list has its expired hits
-dropped (a binary search for the window's first hit, one LTRIM), then counted exactly. A fresh
-key so costs LLEN + RPUSH + PEXPIRE, and the newest hit is read (for the clock-step guard) only
-when the list was not empty. A key holds at most about `limit` hits and still expires as a
-whole, between one and two eighths of a window after its newest hit leaves the window: the
-expiry moves in steps of an eighth of the window, so a busy key pays one PEXPIRE per step, not
-one per hit. Callers that need an exact count below the limit
-ask for it (`trim_at`): the redeem guard from half a threshold, the standalone limiter always.
+dropped (a binary search for the window's first hit, one LTRIM), then counted exactly. Two
+ways to use it: check first (sw_peek: LLEN) and record after (sw_record: RPUSH, with a LINDEX
+of the newest hit, the clock-step guard, when the list was not empty); or admit in one step
+(sw_admit: the RPUSH's answer is the length, the LINDEX reads the hit before it, and an RPOP
+takes the hit back out when the list is full or the caller refuses the request for another
+reason), one call fewer per limit, with the same answers, log and expiry. A key holds at most
+about `limit` hits and still expires as a whole, between one and two eighths of a window after
+its newest hit leaves the window: the expiry moves in steps of an eighth of the window, so a
+busy key pays one PEXPIRE per step, not one per hit. Callers that need an exact count below
+the limit ask for it (`trim_at`): the redeem guard from half a threshold, the standalone
+limiter always.
 
 Why not the alternatives:
 - Sliding-window counter (two fixed-window counters, the previous one weighted by overlap):
@@ -27,8 +31,8 @@ Why not the alternatives:
   with a burst allowance, but it enforces smoothness, not "N per window": with burst = N and
   rate N/window a client can take N at once and about N more before the window ends.
 - The log costs O(limit) memory per active key (one listpack entry per admitted hit, about
-  10 bytes each, so a 1,000-per-minute key holds ~10 KB at most) and, per request, LLEN, a
-  LINDEX of the newest hit and RPUSH (PEXPIRE once per step), plus O(log limit) LINDEXes and
+  10 bytes each, so a 1,000-per-minute key holds ~10 KB at most) and, per request, an RPUSH
+  and a LINDEX (PEXPIRE once per step), plus O(log limit) LINDEXes and
   one LTRIM each time the list fills up: amortised O(1) Redis work per request. Limits here are
   per-IP/device/user claim and redeem caps (tens to thousands), where exactness during a flash
   sale is worth that; `Limit.limit` is capped at 100,000 to bound a key's size.

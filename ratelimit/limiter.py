@@ -1,7 +1,8 @@
 """SlidingWindowLimiter: several sliding-window limits decided in one atomic Redis call.
 
-The gateway folds `sw_peek`/`sw_record` into its own claim and redeem scripts; this wrapper is
-the standalone use of the same Lua, for the other routes and for tests.
+The gateway folds the same library into its own scripts (`sw_admit` in the claim script,
+`sw_peek`/`sw_record` in the redeem guard); this wrapper is the standalone use of the same Lua,
+for the other routes and for tests.
 """
 
 from __future__ import annotations

@@ -11,5 +11,6 @@ def load_lua(package: str, name: str) -> str:
 
 
 def sliding_window_source() -> str:
-    """Return the sw_peek/sw_record library chunk, to be joined in front of a script body."""
+    """Return the sliding-window library chunk (sw_peek, sw_record, sw_admit), to be joined in
+    front of a script body."""
     return load_lua("ratelimit", "sliding_window.lua")
