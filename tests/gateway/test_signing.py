@@ -193,3 +193,23 @@ async def test_redemptions_are_signed_too_and_a_replay_is_not_replayed(signing: 
     # Same Idempotency-Key and nonce: an idempotent replay would be 200; a spent nonce is 401.
     await assert_unauthorized(await post(signing, "/v1/redemptions", body, headers))
     assert (await signing.stats(campaign))["redeemed"] == 1
+
+
+async def test_a_nonce_is_spent_once_behind_claim_limits_and_rules(gateway_factory: Any) -> None:
+    """The nonce key follows the limit and rule keys in the claim script's call."""
+    config = SIGNER + (
+        '[limits]\nclaim = [{ by = "ip", limit = 50, window_s = 60 }, '
+        '{ by = "user", limit = 50, window_s = 60 }]\n'
+        '[[risk.rules]]\nid = "ip-claims"\nkind = "claims_per_ip"\nthreshold = 50\n'
+        'window_s = 60\ndecision = "deny"\nmode = "shadow"\n'
+    )
+    async with gateway_factory(config) as gw:
+        campaign = await gw.put_campaign(stock=5, per_user_limit=5)
+        path = f"/v1/campaigns/{campaign}/claims"
+        headers = signed(path, claim_body(), nonce="behind-rules")
+        assert (await post(gw, path, claim_body(), headers)).status == 201
+        headers["Idempotency-Key"] = uuid.uuid4().hex
+        await assert_unauthorized(await post(gw, path, claim_body(), headers))
+        fresh = signed(path, claim_body(), nonce="behind-rules-2")
+        assert (await post(gw, path, claim_body(), fresh)).status == 201
+        assert (await gw.stats(campaign))["granted"] == 2
