@@ -62,6 +62,12 @@ local function sw_trim(key, n, horizon)
   return n - hi
 end
 
+-- The ms until a full log of count hits (count >= limit) admits again: count - limit + 1 hits
+-- must leave, and the last of them sits at index count - limit.
+local function sw_retry_after(key, count, limit, window_ms, now_ms)
+  return redis.call('LINDEX', key, count - limit) + window_ms - now_ms
+end
+
 local function sw_peek(key, limit, window_ms, now_ms, trim_at)
   limit, window_ms, now_ms = limit + 0, window_ms + 0, now_ms + 0
   local count = redis.call('LLEN', key)
@@ -72,9 +78,7 @@ local function sw_peek(key, limit, window_ms, now_ms, trim_at)
   if count < limit then
     return count, 0
   end
-  -- count - limit + 1 hits must leave; the last of them sits at index count - limit.
-  local freeing = redis.call('LINDEX', key, count - limit) + 0
-  return count, freeing + window_ms - now_ms
+  return count, sw_retry_after(key, count, limit, window_ms, now_ms)
 end
 
 -- Moves the expiry of a log whose newest hit is `at`, when that hit opened a step (newest:
@@ -117,8 +121,7 @@ local function sw_admit(key, limit, window_ms, now_ms)
     count = sw_trim(key, n, now_ms - window_ms) - 1 -- this hit is inside, never trimmed
     if count >= limit then
       redis.call('RPOP', key)
-      local freeing = redis.call('LINDEX', key, count - limit) + 0
-      return count, freeing + window_ms - now_ms
+      return count, sw_retry_after(key, count, limit, window_ms, now_ms)
     end
   end
   sw_expire(key, window_ms, now_ms, at, newest)

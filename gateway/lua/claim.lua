@@ -1,7 +1,7 @@
 -- claim.lua: decide one claim in one atomic step.
 -- Joined after ratelimit/sliding_window.lua (sw_admit, sw_peek, sw_record), risk/velocity.lua
 -- (distinct_peek, distinct_record) and the configuration's constants, which gateway/claim.py
--- writes as Lua (`script_constants`): IDEMPOTENCY_TTL_S, NONCE_TTL_MS, STREAM_MAX_LEN and
+-- writes as Lua (`claim_script_constants`): IDEMPOTENCY_TTL_S, NONCE_TTL_MS, STREAM_MAX_LEN and
 -- LIMITS, the claim route's {limit, window ms} pairs. Constants are part of the script text,
 -- not arguments: Valkey turns every argument of every call into an object and a Lua string.
 -- Every key shares the campaign's tag.
@@ -86,12 +86,11 @@ for i = 1, L do
   end
 end
 
--- counts[r] is what sw_peek saw in rule r's sliding-window key, handed to sw_record with
--- windows[r].
+-- Velocity rules: find every hit; the strongest enforced effect decides. Their hits are
+-- recorded only when none blocks: counts[r] is what sw_peek saw in rule r's key, handed to
+-- sw_record with windows[r].
+local rule_base = 16 -- the first rule tuple's ARGV index
 local counts, windows = {}, {}
-
--- Velocity rules: find every hit; the strongest enforced effect decides.
-local rule_base = 16
 local fired = {}
 local blocking = 0
 for r = 1, R do
