@@ -32,6 +32,10 @@ from risk.rules import KINDS, RiskRule, velocity_key
 from risk.signing import NONCE_TTL_S, nonce_key_suffix
 
 IDEMPOTENCY_TTL_S = 86_400
+# Claim limits by user or device admitting at most this many hits keep their sliding-window
+# log in the claimant's allowance field of the campaign hash (ratelimit/field_window.lua).
+FIELD_WINDOW_MAX_HITS = 16
+CLAIMANT_FIELDS = {"user": "u", "device": "d"}  # limit dimension -> allowance field kind
 SOLD_OUT_FLAG_S = 0.5  # < 1 s, so stock added (or a pause) later is seen within a second
 SEP = "\x1f"
 
@@ -75,15 +79,44 @@ class Keyring:
         )
 
 
+def field_windows(limits: list[Limit]) -> dict[str, tuple[int, int]]:
+    """The claimant dimensions whose claim limits keep their log in the allowance field.
+
+    By field name (`u` user, `d` device): (most hits kept, longest window ms), the largest
+    limit and window of that dimension. A dimension qualifies when each of its limits admits
+    at most FIELD_WINDOW_MAX_HITS: the field then holds at most that many timestamps, and the
+    claim script reads and writes it anyway, so the limit costs no Redis call.
+    """
+    windows: dict[str, tuple[int, int]] = {}
+    for by, field in CLAIMANT_FIELDS.items():
+        mine = [lim for lim in limits if lim.by == by]
+        if mine and all(lim.limit <= FIELD_WINDOW_MAX_HITS for lim in mine):
+            windows[field] = (max(lim.limit for lim in mine), max(lim.window_ms for lim in mine))
+    return windows
+
+
 def claim_script_constants(settings: Settings) -> str:
     """The configuration the claim script reads, as Lua in front of its body (claim.lua)."""
-    pairs = ", ".join(
-        f"{{{lim.limit}, {lim.window_s * 1000}}}" for lim in settings.limits.get("claim", [])
-    )
+    limits = settings.limits.get("claim", [])
+    in_fields = field_windows(limits)
+    entries, lists = [], 0
+    for lim in limits:
+        field = CLAIMANT_FIELDS.get(lim.by)
+        if field in in_fields:
+            log = f"'{field}'"
+        else:
+            lists += 1
+            log = str(lists)
+        entries.append(f"{lim.limit}, {lim.window_ms}, {log}")
+    keep_u, span_u = in_fields.get("u", ("false", "false"))
+    keep_d, span_d = in_fields.get("d", ("false", "false"))
     return (
         f"local IDEMPOTENCY_TTL_S, NONCE_TTL_MS = {IDEMPOTENCY_TTL_S}, {NONCE_TTL_S * 1000}\n"
         f"local STREAM_MAX_LEN = {settings.redis.stream_max_len}\n"
-        f"local LIMITS = {{{pairs}}}\n"
+        f"local LIMITS = {{{', '.join(entries)}}}\n"
+        f"local LIST_LOGS = {lists}\n"
+        f"local FW_USER_KEEP, FW_USER_SPAN = {keep_u}, {span_u}\n"
+        f"local FW_DEVICE_KEEP, FW_DEVICE_SPAN = {keep_d}, {span_d}\n"
     )
 
 
@@ -133,6 +166,11 @@ class ClaimDesk:
         self._lists = lists
         self._clock = clock
         self._limits = list(settings.limits.get("claim", []))
+        in_fields = field_windows(self._limits)
+        # The limits whose log is a list key the script is handed (the others are fields).
+        self._listed = [
+            i for i, lim in enumerate(self._limits) if CLAIMANT_FIELDS.get(lim.by) not in in_fields
+        ]
         self._rules: list[RiskRule] = [
             r for r in settings.risk_rules if KINDS[r.kind].route == "claim"
         ]
@@ -204,7 +242,7 @@ class ClaimDesk:
                     idem_redis_key,
                     ring.voucher_prefix + code,
                     ring.events,
-                    *limit_keys,
+                    *[limit_keys[i] for i in self._listed],
                     *rule_keys,
                     *nonce_keys,
                 ],
@@ -220,7 +258,6 @@ class ClaimDesk:
                     caller.ip,
                     caller.request_id,
                     caller.client_id,
-                    len(rules),
                     rfc3339_ms(now_ms),
                     keys.allowance_field("u", req.user_id),
                     keys.allowance_field("d", req.device_id),

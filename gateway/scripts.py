@@ -1,8 +1,9 @@
 """Loads the Lua scripts once, joining library chunks before each script body.
 
-Library chunks (`ratelimit/sliding_window.lua`, `risk/velocity.lua`) only define local
-functions; a script is their concatenation, the constants its caller wrote from the
-configuration (if any), and its own body, so one EVALSHA carries the whole decision.
+Library chunks (`ratelimit/sliding_window.lua`, `ratelimit/field_window.lua`,
+`risk/velocity.lua`) only define local functions; a script is their concatenation, the
+constants its caller wrote from the configuration (if any), and its own body, so one EVALSHA
+carries the whole decision.
 redis-py's Script reloads on NOSCRIPT (after a Redis restart) and retries once.
 """
 
@@ -15,7 +16,11 @@ from typing import Any
 
 from redis.commands.core import AsyncScript
 
-LIBRARIES = (("ratelimit", "sliding_window.lua"), ("risk", "velocity.lua"))
+LIBRARIES = (
+    ("ratelimit", "sliding_window.lua"),
+    ("ratelimit", "field_window.lua"),
+    ("risk", "velocity.lua"),
+)
 
 
 def read_lua(package: str, name: str) -> str:

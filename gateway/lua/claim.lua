@@ -1,25 +1,34 @@
 -- claim.lua: decide one claim in one atomic step.
--- Joined after ratelimit/sliding_window.lua (sw_admit, sw_peek, sw_record), risk/velocity.lua
--- (distinct_peek, distinct_record) and the configuration's constants, which gateway/claim.py
--- writes as Lua (`claim_script_constants`): IDEMPOTENCY_TTL_S, NONCE_TTL_MS, STREAM_MAX_LEN and
--- LIMITS, the claim route's {limit, window ms} pairs. Constants are part of the script text,
--- not arguments: Valkey turns every argument of every call into an object and a Lua string.
--- Every key shares the campaign's tag.
+-- Joined after ratelimit/sliding_window.lua (sw_admit, sw_peek, sw_record),
+-- ratelimit/field_window.lua (fw_parse, fw_check, fw_value), risk/velocity.lua (distinct_peek,
+-- distinct_record) and the configuration's constants, which gateway/claim.py writes as Lua
+-- (`claim_script_constants`): IDEMPOTENCY_TTL_S, NONCE_TTL_MS, STREAM_MAX_LEN, LIMITS,
+-- LIST_LOGS and the FW_ field-window sizes. Constants are part of the script text, not arguments: Valkey
+-- turns every argument of every call into an object and a Lua string. Every key shares the
+-- campaign's tag.
+--
+-- LIMITS holds the claim route's limits in configuration order, flat: limit, window ms, log
+-- for each (one table, built on every call, not one per limit). `log` says where the limit's
+-- sliding-window log lives: a number k for a list at KEYS[5 + k] (LIST_LOGS of them), or
+-- 'u' / 'd' for a log in the user's / device's allowance field (field_window.lua), which the
+-- HMGET below reads and every path past the limits writes, so it costs no call.
+-- FW_USER_KEEP, FW_USER_SPAN: the most hits and the longest window (ms) the user's field log
+-- keeps, false when it has none; FW_DEVICE_KEEP, FW_DEVICE_SPAN the same for the device's.
 --
 -- KEYS[1] campaign hash: settings, counters and each claimant's grants so far (the allowances),
---         one field per user and per device, named by ARGV[14] and ARGV[15]
+--         one field per user and per device, named by ARGV[13] and ARGV[14]: "grants", or
+--         "grants,hit,hit..." with the claimant's field window
 -- KEYS[2] rejections-by-code hash  KEYS[3] idempotency record
 -- KEYS[4] voucher (the code offered if granted)   KEYS[5] event stream
--- KEYS[6 .. 5+L]        one sliding-window key per limit in LIMITS (L = #LIMITS)
+-- KEYS[6 .. 5+L]        the list logs, in LIMITS order (L = LIST_LOGS, a constant)
 -- KEYS[6+L .. 5+L+R]    one counter key per velocity rule
 -- KEYS[6+L+R]           the signed request's nonce key, when there is one key more
 --
 -- ARGV[1] now (ms)          ARGV[2] request fingerprint   ARGV[3] voucher code
 -- ARGV[4] claim id          ARGV[5] masked code           ARGV[6] campaign id
 -- ARGV[7] user id           ARGV[8] device id             ARGV[9] ip
--- ARGV[10] request id       ARGV[11] client id            ARGV[12] R
--- ARGV[13] now as RFC 3339 text
--- ARGV[14] the user's allowance field   ARGV[15] the device's (digests: gateway/keys.py)
+-- ARGV[10] request id       ARGV[11] client id            ARGV[12] now as RFC 3339 text
+-- ARGV[13] the user's allowance field   ARGV[14] the device's (digests: gateway/keys.py)
 -- then R tuples (rule id, kind 'count'|'distinct', threshold, window ms, member,
 --                 effect 'deny'|'challenge'|'shadow')
 --
@@ -37,8 +46,8 @@
 -- Numeric strings become numbers by arithmetic (`s + 0`), as in sliding_window.lua.
 
 local now = ARGV[1] + 0
-local L = #LIMITS
-local R = ARGV[12] + 0
+local L = LIST_LOGS
+local R = (#ARGV - 14) / 6 -- the velocity rules, one tuple each after ARGV[14]
 local SEP = '\31'
 
 if #KEYS > 5 + L + R then
@@ -55,7 +64,7 @@ if record then
   return {1, record, 0, {}}
 end
 
-local user_field, device_field = ARGV[14], ARGV[15]
+local user_field, device_field = ARGV[13], ARGV[14]
 local c = redis.call('HMGET', KEYS[1], 'starts_ms', 'ends_ms', 'paused', 'stock_left',
                      'per_user_limit', 'per_device_limit', 'voucher_ttl_s', 'granted',
                      user_field, device_field)
@@ -65,7 +74,7 @@ end
 
 -- Appends one event; the varargs are its type-specific field/value pairs.
 local function emit(kind, ...)
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', STREAM_MAX_LEN, '*', 'type', kind, 'ts', ARGV[13],
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', STREAM_MAX_LEN, '*', 'type', kind, 'ts', ARGV[12],
              'campaign_id', ARGV[6], 'user_id', ARGV[7], 'device_id', ARGV[8], 'ip', ARGV[9],
              'request_id', ARGV[10], 'client_id', ARGV[11], ...)
 end
@@ -76,12 +85,26 @@ local function reject(outcome, code, a, b, fired)
   return {outcome, a or 0, b or 0, fired or {}}
 end
 
--- Limits: each admits the hit into its log in turn; when one refuses, the logs before it give
--- the hit back, so a refused request is recorded in none.
-for i = 1, L do
-  local _, retry = sw_admit(KEYS[5 + i], LIMITS[i][1], LIMITS[i][2], now)
+-- Limits: each admits the hit in turn; when one refuses, the list logs before it give the hit
+-- back, so a refused request is recorded in none. A field log is only checked here: the hit
+-- goes in with the field's write, on every path past this loop.
+local user_grants, user_hits = fw_parse(c[9])
+local device_grants, device_hits = fw_parse(c[10])
+for i = 1, #LIMITS / 3 do
+  local limit, window, log = LIMITS[3 * i - 2], LIMITS[3 * i - 1], LIMITS[3 * i]
+  local retry
+  if log == 'u' then
+    retry = fw_check(user_hits, limit, window, now)
+  elseif log == 'd' then
+    retry = fw_check(device_hits, limit, window, now)
+  else
+    local _
+    _, retry = sw_admit(KEYS[5 + log], limit, window, now)
+  end
   if retry > 0 then
-    for j = 1, i - 1 do sw_unadmit(KEYS[5 + j]) end
+    for j = 1, i - 1 do
+      if LIMITS[3 * j] ~= 'u' and LIMITS[3 * j] ~= 'd' then sw_unadmit(KEYS[5 + LIMITS[3 * j]]) end
+    end
     return reject(5, 'rate_limited', i, retry)
   end
 end
@@ -89,7 +112,7 @@ end
 -- Velocity rules: find every hit; the strongest enforced effect decides. Their hits are
 -- recorded only when none blocks: counts[r] is what sw_peek saw in rule r's key, handed to
 -- sw_record with windows[r].
-local rule_base = 16 -- the first rule tuple's ARGV index
+local rule_base = 15 -- the first rule tuple's ARGV index
 local counts, windows = {}, {}
 local fired = {}
 local blocking = 0
@@ -119,46 +142,71 @@ if #fired > 0 then
        'decision', blocking == 6 and 'deny' or (blocking == 7 and 'challenge' or 'shadow'))
 end
 
+-- The outcome: a blocking rule, else campaign state, allowances, stock (stored for replay).
+local per_user, per_device = c[5] + 0, c[6] + 0
+local stock_left = c[4] + 0
+local outcome, code
 if blocking ~= 0 then
-  return reject(blocking, blocking == 6 and 'risk_denied' or 'challenge_required', 0, 0, fired)
-end
-
-for r = 1, R do
-  local o = rule_base + (r - 1) * 6
-  if ARGV[o + 1] == 'count' then
-    sw_record(KEYS[5 + L + r], windows[r], now, counts[r])
-  else
-    distinct_record(KEYS[5 + L + r], ARGV[o + 4], windows[r], now)
+  outcome, code = blocking, blocking == 6 and 'risk_denied' or 'challenge_required'
+else
+  for r = 1, R do
+    local o = rule_base + (r - 1) * 6
+    if ARGV[o + 1] == 'count' then
+      sw_record(KEYS[5 + L + r], windows[r], now, counts[r])
+    else
+      distinct_record(KEYS[5 + L + r], ARGV[o + 4], windows[r], now)
+    end
+  end
+  if c[3] == '1' or now < c[1] + 0 or now >= c[2] + 0 then
+    outcome, code = 8, 'campaign_not_active'
+  elseif user_grants >= per_user or (per_device > 0 and device_grants >= per_device) then
+    outcome, code = 9, 'limit_reached'
+  elseif stock_left <= 0 then
+    outcome, code = 10, 'sold_out'
   end
 end
 
--- Campaign state, allowances, stock: a rejection here is stored for replay.
-local per_user, per_device = c[5] + 0, c[6] + 0
-local user_grants, device_grants = (c[9] or 0) + 0, (c[10] or 0) + 0
-local stock_left = c[4] + 0
-local outcome, code
-if c[3] == '1' or now < c[1] + 0 or now >= c[2] + 0 then
-  outcome, code = 8, 'campaign_not_active'
-elseif user_grants >= per_user or (per_device > 0 and device_grants >= per_device) then
-  outcome, code = 9, 'limit_reached'
-elseif stock_left <= 0 then
-  outcome, code = 10, 'sold_out'
+-- The claimant's allowance fields after this claim (nil: left as they are). A grant adds one
+-- to the user's count, and to the device's when devices have an allowance; a field window
+-- takes the hit whatever the outcome.
+local user_added = outcome and 0 or 1
+local device_added = (per_device > 0 and not outcome) and 1 or 0
+local user_value, device_value
+if FW_USER_KEEP then
+  user_value = fw_value(user_grants + user_added, user_hits, now, FW_USER_KEEP, FW_USER_SPAN)
+elseif user_added > 0 then
+  user_value = user_grants + 1
 end
+if FW_DEVICE_KEEP then
+  device_value = fw_value(device_grants + device_added, device_hits, now, FW_DEVICE_KEEP,
+                          FW_DEVICE_SPAN)
+elseif device_added > 0 then
+  device_value = device_grants + 1
+end
+
 if outcome then
-  redis.call('SET', KEYS[3], ARGV[2] .. SEP .. outcome .. SEP .. ARGV[10], 'EX',
-             IDEMPOTENCY_TTL_S)
+  if user_value and device_value then
+    redis.call('HSET', KEYS[1], user_field, user_value, device_field, device_value)
+  elseif user_value or device_value then
+    redis.call('HSET', KEYS[1], user_value and user_field or device_field,
+               user_value or device_value)
+  end
+  if outcome >= 8 then
+    redis.call('SET', KEYS[3], ARGV[2] .. SEP .. outcome .. SEP .. ARGV[10], 'EX',
+               IDEMPOTENCY_TTL_S)
+  end
   return reject(outcome, code, 0, 0, fired)
 end
 
 -- Granted: every write of the grant happens here, after every check has passed.
 local expires = now + c[7] * 1000
 local granted = (c[8] or 0) + 1
-if per_device > 0 then
+if device_value then
   redis.call('HSET', KEYS[1], 'stock_left', stock_left - 1, 'granted', granted,
-             user_field, user_grants + 1, device_field, device_grants + 1)
+             user_field, user_value, device_field, device_value)
 else
   redis.call('HSET', KEYS[1], 'stock_left', stock_left - 1, 'granted', granted,
-             user_field, user_grants + 1)
+             user_field, user_value)
 end
 -- Voucher: state, expiry, campaign, owner. Kept 30 days past expiry so late tries get 409 expired.
 local expires_text = string.format('%d', expires) -- once: a number in a concatenation is '%.14g'

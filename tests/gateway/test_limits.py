@@ -19,8 +19,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import keys
 from gateway.app import create_app
-from gateway.claim import Caller, ClaimDesk
+from gateway.claim import FIELD_WINDOW_MAX_HITS, Caller, ClaimDesk
 from gateway.errors import ApiError
 from gateway.models import ClaimRequest, RedeemRequest
 from gateway.redeem import RedeemDesk
@@ -109,6 +110,61 @@ async def test_redeem_limit_counts_delivered_redemptions_too(gateway_factory: An
         assert (await gw.stats(campaign))["redeemed"] == 2
 
 
+async def limit_keys(gw: Gateway, by: str) -> list[bytes]:
+    return [key async for key in gw.redis.scan_iter(match=f"*rl:claim:{by}:*")]
+
+
+async def test_a_small_claimant_limit_keeps_its_log_in_the_allowance_field(
+    gateway_factory: Any,
+) -> None:
+    """A user limit of at most FIELD_WINDOW_MAX_HITS rides in the user's allowance field: no
+    key of its own, and a claim refused past the limits (409 limit_reached) still counts."""
+    async with gateway_factory(limits("claim", "user", limit=2)) as gw:
+        campaign = await gw.put_campaign(stock=10, per_user_limit=1)
+        assert (await gw.claim(campaign, user_id="kim")).status == 201
+        refused = await gw.claim(campaign, user_id="kim")
+        assert (await refused.json())["error"]["code"] == "limit_reached"
+        await assert_rate_limited(await gw.claim(campaign, user_id="kim"), limit=2)
+        assert await limit_keys(gw, "user") == []
+        field = keys.allowance_field("u", "kim")
+        stored = await gw.redis.hget(keys.campaign(keys.shard_tag(campaign), campaign), field)
+        grants, *hits = stored.decode().split(",")
+        assert grants == "1" and len(hits) == 2  # the grant and the refusal; not the 429
+        assert all(abs(int(hit) - time.time() * 1000) < 60_000 for hit in hits)
+
+
+async def test_a_claimant_limit_above_the_field_size_keeps_a_list_log(
+    gateway_factory: Any,
+) -> None:
+    big = FIELD_WINDOW_MAX_HITS + 1
+    async with gateway_factory(limits("claim", "device", limit=big)) as gw:
+        campaign = await gw.put_campaign(stock=100, per_user_limit=100)
+        statuses = [(await gw.claim(campaign, device_id="tab")).status for _ in range(big)]
+        assert statuses == [201] * big
+        await assert_rate_limited(await gw.claim(campaign, device_id="tab"), limit=big)
+        [log] = await limit_keys(gw, "device")
+        assert await gw.redis.llen(log) == big
+
+
+async def test_two_limits_on_one_claimant_share_its_field_log(gateway_factory: Any) -> None:
+    """2 per 60 s and 3 per 120 s by device, one log: the third claim in a minute is refused
+    by the first limit (RateLimit-Limit 2), and the device's other limits keep no key."""
+    two = (
+        '[limits]\nclaim = [{by = "device", limit = 2, window_s = 60}, '
+        '{by = "device", limit = 3, window_s = 120}, {by = "user", limit = 5, window_s = 60}]\n'
+    )
+    async with gateway_factory(two) as gw:
+        campaign = await gw.put_campaign(stock=100, per_user_limit=100, per_device_limit=100)
+        first = [(await gw.claim(campaign, device_id="pad")).status for _ in range(2)]
+        assert first == [201, 201]
+        await assert_rate_limited(await gw.claim(campaign, device_id="pad"), limit=2)
+        assert (await gw.claim(campaign, device_id="other-pad")).status == 201
+        assert await limit_keys(gw, "device") == [] and await limit_keys(gw, "user") == []
+        field = keys.allowance_field("d", "pad")
+        stored = await gw.redis.hget(keys.campaign(keys.shard_tag(campaign), campaign), field)
+        assert stored.decode().split(",")[0] == "2"
+
+
 # -- window boundaries, with the desks' clock injected -------------------------------------
 
 
@@ -157,17 +213,19 @@ def services_of(gw: Gateway) -> Any:
     return gw.public.server.app[SERVICES]
 
 
+@pytest.mark.parametrize("by", ["ip", "user"])  # a list log, and a log in the user's field
 async def test_claim_burst_across_a_window_boundary_admits_at_most_the_limit(
-    gateway_factory: Any,
+    gateway_factory: Any, by: str
 ) -> None:
-    async with gateway_factory(limits("claim", "ip")) as gw:
+    async with gateway_factory(limits("claim", by)) as gw:
         campaign = await gw.put_campaign(stock=100, per_user_limit=100)
         services = services_of(gw)
         clock = FakeClock(minute_aligned())
         desk = ClaimDesk(services.redis, services.scripts, gw.settings, RiskLists(), clock=clock)
 
         async def attempt(tag: str) -> None:
-            request = ClaimRequest(user_id=f"u-{tag}", device_id=f"d-{tag}")
+            user = "one-user" if by == "user" else f"u-{tag}"
+            request = ClaimRequest(user_id=user, device_id=f"d-{tag}")
             answer = await desk.decide(campaign, request, Caller("app", "203.0.113.7", tag), tag)
             assert answer.status == 201
 

@@ -8,9 +8,14 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aredis
 
-from ratelimit import sliding_window_source
+from ratelimit import load_lua, sliding_window_source
 
 SW_OPS = sliding_window_source() + "\n" + (Path(__file__).parent / "sw_ops.lua").read_text()
+FW_OPS = (
+    load_lua("ratelimit", "field_window.lua")
+    + "\n"
+    + (Path(__file__).parent / "fw_ops.lua").read_text()
+)
 
 SwOp = Callable[..., Awaitable[list[int]]]
 

@@ -5,6 +5,9 @@
    changes no decision: a hit is admitted iff fewer than `limit` admitted hits lie inside its
    window, so no window of `window_ms` ever admits more than `limit`; a rejection's count and
    retry_after are exact; an admission's count is an upper bound of the in-window hits.
+3. field_window.lua (a log in a string, one per identity, serving every limit of its
+   dimension) decides as that oracle, limit by limit: the same admissions, the same refusing
+   limit, the same retry-after, with callers' clocks stepping back by less than FW_SKEW_MS.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ratelimit import SlidingWindowLog
-from tests.ratelimit.conftest import SW_OPS
+from tests.ratelimit.conftest import FW_OPS, SW_OPS
 
 T0 = 1_700_000_000_000
 
@@ -162,3 +165,52 @@ def test_admit_answers_stores_and_expires_as_peek_then_record(
         assert by_admit == by_pair
         assert sync_redis.lrange("admit", 0, -1) == sync_redis.lrange("pair", 0, -1)
         assert abs(sync_redis.pttl("admit") - sync_redis.pttl("pair")) <= 50
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    limits=st.lists(
+        st.tuples(st.integers(1, 6), st.sampled_from([10_000, 12_000, 30_000])),
+        min_size=1,
+        max_size=2,
+        unique_by=lambda pair: pair[1],  # the configuration allows one limit per window
+    ),
+    steps=st.lists(
+        st.one_of(
+            st.sampled_from([0, 1, 9_999, 10_000, 12_000, 30_000]),  # window edges
+            st.integers(-300, 0),  # a caller's clock stepping back (< FW_SKEW_MS)
+            st.integers(0, 8_000),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+)
+@example(  # the older hit decides for the smaller limit, the newer for the larger
+    limits=[(1, 10_000), (3, 30_000)], steps=[0, 10_000, 10_000, 10_000, 1, 20_000]
+)
+@example(  # a hit that left the window on the newest clock is still inside on an older one
+    limits=[(3, 30_000)], steps=[0, 0, 9_999, 10_000, 12_000, 8_000, -1]
+)
+def test_field_log_decides_as_an_exact_count_per_limit(
+    sync_redis: redis.Redis, limits: list[tuple[int, int]], steps: list[int]
+) -> None:
+    sync_redis.flushdb()
+    sync_redis.hset("claimant", "f", "0")
+    script = sync_redis.register_script(FW_OPS)
+    args: list[int] = [value for pair in limits for value in pair]
+    admitted: list[int] = []  # every admitted hit, at max(now, newest) as the log stores it
+    now = T0
+    for step in steps:
+        now += step
+        expected = [0, 0]
+        for index, (limit, window) in enumerate(limits, start=1):
+            inside = [t for t in admitted if t > now - window]
+            if len(inside) >= limit:
+                expected = [inside[len(inside) - limit] + window - now, index]
+                break
+        assert script(keys=["claimant"], args=[now, *args]) == expected
+        if expected == [0, 0]:
+            admitted.append(max([now, *admitted]))
+    keep = max(limit for limit, _ in limits)
+    stored = sync_redis.hget("claimant", "f").decode().split(",")
+    assert stored[0] == "0" and len(stored) - 1 <= keep  # the counter, then at most keep hits
