@@ -3,9 +3,9 @@
 -- ratelimit/field_window.lua (fw_parse, fw_check, fw_value), risk/velocity.lua (distinct_peek,
 -- distinct_record) and the configuration's constants, which gateway/claim.py writes as Lua
 -- (`claim_script_constants`): IDEMPOTENCY_TTL_S, NONCE_TTL_MS, STREAM_MAX_LEN, LIMITS,
--- LIST_LOGS and the FW_ field-window sizes. Constants are part of the script text, not arguments: Valkey
--- turns every argument of every call into an object and a Lua string. Every key shares the
--- campaign's tag.
+-- LIST_LOGS and the FW_ field-window sizes. Constants are part of the script text, not
+-- arguments: Valkey turns every argument of every call into an object and a Lua string. Every
+-- key shares the campaign's tag.
 --
 -- LIMITS holds the claim route's limits in configuration order, flat: limit, window ms, log
 -- for each (one table, built on every call, not one per limit). `log` says where the limit's
@@ -103,7 +103,8 @@ for i = 1, #LIMITS / 3 do
   end
   if retry > 0 then
     for j = 1, i - 1 do
-      if LIMITS[3 * j] ~= 'u' and LIMITS[3 * j] ~= 'd' then sw_unadmit(KEYS[5 + LIMITS[3 * j]]) end
+      local earlier = LIMITS[3 * j]
+      if type(earlier) == 'number' then sw_unadmit(KEYS[5 + earlier]) end
     end
     return reject(5, 'rate_limited', i, retry)
   end

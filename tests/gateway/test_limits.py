@@ -146,6 +146,25 @@ async def test_a_claimant_limit_above_the_field_size_keeps_a_list_log(
         assert await gw.redis.llen(log) == big
 
 
+async def test_a_field_limit_that_refuses_takes_the_hit_back_out_of_the_ip_log(
+    gateway_factory: Any,
+) -> None:
+    """By IP (a list) then by user (a field): the user limit's 429 leaves the IP log as it
+    was, so the IP's three slots go to three grants."""
+    both = (
+        '[limits]\nclaim = [{by = "ip", limit = 3, window_s = 60}, '
+        '{by = "user", limit = 1, window_s = 60}]\n'
+    )
+    async with gateway_factory(both) as gw:
+        campaign = await gw.put_campaign(stock=100, per_user_limit=100)
+        assert (await gw.claim(campaign, user_id="ann")).status == 201
+        await assert_rate_limited(await gw.claim(campaign, user_id="ann"), limit=1)
+        [ip_log] = await limit_keys(gw, "ip")
+        assert await gw.redis.llen(ip_log) == 1
+        assert [(await gw.claim(campaign, user_id=u)).status for u in ("bo", "cy")] == [201, 201]
+        await assert_rate_limited(await gw.claim(campaign, user_id="di"), limit=3)
+
+
 async def test_two_limits_on_one_claimant_share_its_field_log(gateway_factory: Any) -> None:
     """2 per 60 s and 3 per 120 s by device, one log: the third claim in a minute is refused
     by the first limit (RateLimit-Limit 2), and the device's other limits keep no key."""
