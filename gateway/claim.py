@@ -95,18 +95,21 @@ def field_windows(limits: list[Limit]) -> dict[str, tuple[int, int]]:
     return windows
 
 
+def limit_fields(limits: list[Limit]) -> list[str | None]:
+    """Per limit, the allowance field kind holding its log (`u`, `d`), or None for a list."""
+    in_fields = field_windows(limits)
+    return [f if (f := CLAIMANT_FIELDS.get(lim.by)) in in_fields else None for lim in limits]
+
+
 def claim_script_constants(settings: Settings) -> str:
     """The configuration the claim script reads, as Lua in front of its body (claim.lua)."""
     limits = settings.limits.get("claim", [])
     in_fields = field_windows(limits)
     entries, lists = [], 0
-    for lim in limits:
-        field = CLAIMANT_FIELDS.get(lim.by)
-        if field in in_fields:
-            log = f"'{field}'"
-        else:
+    for lim, field in zip(limits, limit_fields(limits), strict=True):
+        if field is None:
             lists += 1
-            log = str(lists)
+        log = str(lists) if field is None else f"'{field}'"
         entries.append(f"{lim.limit}, {lim.window_ms}, {log}")
     keep_u, span_u = in_fields.get("u", ("false", "false"))
     keep_d, span_d = in_fields.get("d", ("false", "false"))
@@ -166,11 +169,8 @@ class ClaimDesk:
         self._lists = lists
         self._clock = clock
         self._limits = list(settings.limits.get("claim", []))
-        in_fields = field_windows(self._limits)
         # The limits whose log is a list key the script is handed (the others are fields).
-        self._listed = [
-            i for i, lim in enumerate(self._limits) if CLAIMANT_FIELDS.get(lim.by) not in in_fields
-        ]
+        self._listed = [i for i, field in enumerate(limit_fields(self._limits)) if field is None]
         self._rules: list[RiskRule] = [
             r for r in settings.risk_rules if KINDS[r.kind].route == "claim"
         ]
