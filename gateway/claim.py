@@ -5,6 +5,9 @@ identity the pre-filter knows is over a limit (429), a blocked list entry (403),
 sold-out flag is up (409, after one cheap look for a stored idempotency record so a retried
 grant still replays). Everything else — idempotency, limits, velocity rules, campaign state,
 allowances, stock, the voucher and the outbox event — is `lua/claim.lua`, one EVALSHA.
+
+The voucher code is derived from the client and the Idempotency-Key (`codes.voucher_code_for`),
+so the voucher record is also the claim's idempotency record: a grant writes one key, not two.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ CLAIMANT_FIELDS = {"user": "u", "device": "d"}  # limit dimension -> allowance f
 SOLD_OUT_FLAG_S = 0.5  # < 1 s, so stock added (or a pause) later is seen within a second
 SEP = "\x1f"
 
-GRANTED, REPLAY, KEY_REUSED, NONCE_SPENT, NOT_FOUND, RATE_LIMITED = range(6)
+GRANTED, REPLAY, NONCE_SPENT, NOT_FOUND, RATE_LIMITED = 0, 1, 3, 4, 5
 REJECTIONS = {
     6: "risk_denied",
     7: "challenge_required",
@@ -161,9 +164,11 @@ class ClaimDesk:
         scripts: Any,
         settings: Settings,
         lists: RiskLists,
+        code_key: bytes,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
+        self._code_key = code_key
         self._scripts = scripts
         self._script = scripts.claim
         self._lists = lists
@@ -217,14 +222,15 @@ class ClaimDesk:
             )
             metrics.claims.labels("risk_denied").inc()
             raise business("risk_denied")
-        idem_redis_key = keys.idempotency(tag, "claim", caller.client_id, idem_key)
-        if await self._sold_out_locally(campaign_id, idem_redis_key, now):
+        code = codes.voucher_code_for(tag, self._code_key, caller.client_id, campaign_id, idem_key)
+        voucher_key = ring.voucher_prefix + code
+        if await self._sold_out_locally(campaign_id, voucher_key, now):
             metrics.soldout_local.inc()
             metrics.claims.labels("sold_out").inc()
             raise business("sold_out")
 
-        code = codes.new_voucher_code(tag)
         claim_id = codes.claim_id_for(code)
+        request_fp = fingerprint(campaign_id, req.user_id, req.device_id)
         rules = [] if not self._rules or self._lists.is_allowed(req.user_id) else self._rules
         rule_keys, rule_args = self._rule_args(tag, campaign_id, ids, rules) if rules else ([], [])
         nonce_keys = (
@@ -239,8 +245,7 @@ class ClaimDesk:
                 keys=[
                     ring.campaign,
                     ring.rejections,
-                    idem_redis_key,
-                    ring.voucher_prefix + code,
+                    voucher_key,
                     ring.events,
                     *[limit_keys[i] for i in self._listed],
                     *rule_keys,
@@ -248,8 +253,7 @@ class ClaimDesk:
                 ],
                 args=[
                     now_ms,
-                    fingerprint(campaign_id, req.user_id, req.device_id),
-                    code,
+                    request_fp,
                     claim_id,
                     codes.mask_code(code),
                     campaign_id,
@@ -265,7 +269,9 @@ class ClaimDesk:
                 ],
             ),
         )
-        return self._answer(result, campaign_id, req, code, claim_id, limit_keys, rules, now)
+        return self._answer(
+            result, campaign_id, req, code, claim_id, request_fp, limit_keys, rules, now
+        )
 
     def _check_local(
         self, req: ClaimRequest, caller: Caller, limit_keys: list[str], now: float
@@ -279,7 +285,7 @@ class ClaimDesk:
                 raise rate_limited(lim, left * 1000)
         return self._lists.blocked_by(req.user_id, req.device_id, caller.ip)
 
-    async def _sold_out_locally(self, campaign_id: str, idem_redis_key: str, now: float) -> bool:
+    async def _sold_out_locally(self, campaign_id: str, voucher_key: str, now: float) -> bool:
         until = self._soldout_until.get(campaign_id)
         if until is None:
             return False
@@ -287,7 +293,7 @@ class ClaimDesk:
             del self._soldout_until[campaign_id]
             return False
         # A retried grant must still replay: only a key never seen is answered from memory.
-        probe = self._scripts.execute("EXISTS", idem_redis_key)
+        probe = self._scripts.execute("EXISTS", voucher_key)
         return not await redis_call("claim_idem_probe", probe)
 
     def _rule_args(
@@ -316,6 +322,7 @@ class ClaimDesk:
         req: ClaimRequest,
         code: str,
         claim_id: str,
+        request_fp: str,
         limit_keys: list[str],
         rules: list[RiskRule],
         now: float,
@@ -329,7 +336,7 @@ class ClaimDesk:
             metrics.stock_left.labels(campaign_id).set(int(result[2]))
             return self._granted(campaign_id, req.user_id, code, claim_id, int(result[1]))
         if outcome == REPLAY:
-            return self._replay(campaign_id, req.user_id, result[1])
+            return self._replay(campaign_id, req.user_id, code, request_fp, result[1])
         if outcome == RATE_LIMITED:
             lim = self._limits[int(result[1]) - 1]
             retry_ms = int(result[2])
@@ -345,8 +352,6 @@ class ClaimDesk:
 
     @staticmethod
     def _rejection(outcome: int) -> ApiError:
-        if outcome == KEY_REUSED:
-            return business("idempotency_key_reused")
         if outcome == NONCE_SPENT:
             return ApiError(401, "unauthorized", "request signature nonce already used")
         if outcome == NOT_FOUND:
@@ -365,17 +370,21 @@ class ClaimDesk:
         )
         return Answer(201, encoder.encode(body))
 
-    def _replay(self, campaign_id: str, user_id: str, record: bytes | str) -> Answer:
+    def _replay(
+        self, campaign_id: str, user_id: str, code: str, request_fp: str, record: bytes | str
+    ) -> Answer:
+        """The stored answer of the claim whose voucher key holds `record` (lua/claim.lua)."""
         text = record.decode() if isinstance(record, bytes) else record
-        _fp, outcome, *rest = text.split(SEP)
+        # A voucher: state, expiry, campaign, owner, fp[, redemption id], whatever its state
+        # since. A stored refusal: 'x', outcome, campaign, request id, fp.
+        state, value, _campaign, who, stored_print, *_ = text.split(SEP)
+        if stored_print != request_fp:
+            raise business("idempotency_key_reused")
         metrics.idempotent_replays.inc()
-        if int(outcome) == GRANTED:
-            code, expires_ms = rest
-            answer = self._granted(
-                campaign_id, user_id, code, codes.claim_id_for(code), int(expires_ms)
-            )
+        if state != "x":
+            answer = self._granted(campaign_id, user_id, code, codes.claim_id_for(code), int(value))
             answer.headers["Idempotent-Replayed"] = "true"
             return answer
-        error = business(REJECTIONS[int(outcome)], {"Idempotent-Replayed": "true"})
-        error.request_id = rest[0]
+        error = business(REJECTIONS[int(value)], {"Idempotent-Replayed": "true"})
+        error.request_id = who
         raise error

@@ -1,8 +1,11 @@
 """Voucher codes and ids that carry their own shard tag and a check.
 
 A voucher code is 20 Crockford base32 characters: the campaign's 2-character shard tag, 16
-random characters (80 bits from the OS CSPRNG), and 2 check characters (10 bits of BLAKE2b over the
-rest). Typos and ~99.9 % of guesses fail the check and are refused before Redis. Input is
+characters of secret bits, and 2 check characters (10 bits of BLAKE2b over the rest). A claim's
+code is not drawn at random: its 80 bits are a keyed BLAKE2b (a MAC, keyed with a secret
+derived from the data key) of the client and the claim's Idempotency-Key, so a claim's voucher
+key is also its idempotency record (lua/claim.lua) and nobody without the key can compute a
+code. Typos and ~99.9 % of guesses fail the check and are refused before Redis. Input is
 normalised the Crockford way: case-insensitive, I/L read as 1, O as 0, hyphens and spaces
 ignored, so `abcd-efgh-...` works.
 """
@@ -10,6 +13,7 @@ ignored, so `abcd-efgh-...` works.
 from __future__ import annotations
 
 import hashlib
+import os
 
 from gateway import randomness
 from gateway.keys import CROCKFORD
@@ -33,9 +37,37 @@ def _check(body: str) -> str:
     return CROCKFORD[n >> 5] + CROCKFORD[n & 31]
 
 
-def new_voucher_code(tag: str) -> str:
-    """A fresh code in the given shard tag: 80 random bits plus a 10-bit check."""
-    body = tag + _encode(randomness.token_bytes(10))
+# Keys the code derivation when the app is given no data key (in-process apps, tests): one
+# per process, so every app of the process derives the same codes. `gateway serve` always has
+# a data key (configured, or generated once into data_dir) and hands it to every worker.
+_PROCESS_SECRET = os.urandom(32)
+
+
+def code_key(data_key: bytes | None) -> bytes:
+    """The secret that keys voucher code derivation, derived from the data key.
+
+    Every worker and host serving one Valkey must derive the same codes, or a retried claim
+    reaching another worker would be granted a second voucher: they share the data key, as
+    they must for card secrets.
+    """
+    return hashlib.blake2b(
+        b"voucher-code", key=data_key or _PROCESS_SECRET, digest_size=32
+    ).digest()
+
+
+def voucher_code_for(
+    tag: str, key: bytes, client_id: str, campaign_id: str, idempotency_key: str
+) -> str:
+    """The code a claim on this campaign with this client's Idempotency-Key grants.
+
+    The same inputs always give the same code, so the code names the claim's idempotency
+    record and a retry on any worker finds it; one Idempotency-Key on two campaigns gives
+    unrelated codes. The tag (the campaign's) leads the code. Neither ids nor the tag can
+    contain the separator (request validation).
+    """
+    message = f"{tag}\x1f{client_id}\x1f{campaign_id}\x1f{idempotency_key}".encode()
+    digest = hashlib.blake2b(message, key=key, digest_size=10, person=b"claim").digest()
+    body = tag + _encode(digest)
     return body + _check(body)
 
 

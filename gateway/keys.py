@@ -10,10 +10,12 @@ Keys that one script call touches share a hash tag, so every call is single-slot
 Variable parts come last; client ids cannot contain ':' (config validation), so keys with two
 variable parts stay unambiguous.
 
-Keys kept per grant are short, since they are most of a grant's memory: an idempotency record
-is named by a 16-character digest of (route, client, key), not by the client's key itself
-(1-255 characters), and a campaign's allowances are fields of its campaign hash, not keys,
-named by a digest of the user or device id (`allowance_field`).
+What a grant keeps is small, since it is most of a sale's memory: one key, the voucher, which
+is also the claim's idempotency record (its code is derived from the client, campaign and
+Idempotency-Key: gateway/codes.py), and the claimant's allowance fields in the campaign hash,
+named by a digest of the user or device id (`allowance_field`). A redemption's idempotency
+record is named by a 16-character digest of (route, client, key), not by the client's key
+itself (1-255 characters).
 """
 
 from __future__ import annotations
@@ -69,9 +71,9 @@ def card_pool(tag: str, campaign_id: str) -> str:
 def idempotency(tag: str, route: str, client_id: str, key: str) -> str:
     """`gw:{XY}:i:` + BLAKE2b-96 of route, client and key, URL-safe base64 (16 characters).
 
-    96 bits keep collisions out of reach (~1e-11 for a billion live records), and a 26-character
-    key with a grant's 53-byte record fits Valkey's 104-byte allocation class (a 16-byte digest
-    would need the 120-byte one). The separator cannot occur in a route or client id.
+    For redemptions (a claim's record is its voucher). 96 bits keep collisions out of reach
+    (~1e-11 for a billion live records), and the key is 26 characters whatever the client sent.
+    The separator cannot occur in a route or client id.
     """
     digest = hashlib.blake2b(f"{route}\x1f{client_id}\x1f{key}".encode(), digest_size=12)
     return f"gw:{{{tag}}}:i:{base64.urlsafe_b64encode(digest.digest()).decode()}"

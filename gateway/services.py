@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import keys, tally
+from gateway import codes, keys, tally
 from gateway.auth import ClientIp, Clients
 from gateway.autopipe import AutoPipeline
 from gateway.campaigns import CampaignViews
@@ -38,6 +38,7 @@ class Services:
         self.settings = settings
         self.redis_url = redis_url
         self.data_key = data_key
+        self.code_key = codes.code_key(data_key)
         self.clients = Clients(settings.clients)
         self.client_ip = ClientIp(settings.server.trusted_proxies)
         self._tasks: list[asyncio.Task[None]] = []
@@ -55,7 +56,9 @@ class Services:
         )
         await self._load_scripts()
         self.lists = RiskListCache()
-        self.claims = ClaimDesk(self.redis, self.scripts, self.settings, self.lists.lists)
+        self.claims = ClaimDesk(
+            self.redis, self.scripts, self.settings, self.lists.lists, self.code_key
+        )
         self.views = CampaignViews(self.redis)
         specs = [
             SupplierSpec(

@@ -9,33 +9,40 @@
 --
 -- LIMITS holds the claim route's limits in configuration order, flat: limit, window ms, log
 -- for each (one table, built on every call, not one per limit). `log` says where the limit's
--- sliding-window log lives: a number k for a list at KEYS[5 + k] (LIST_LOGS of them), or
+-- sliding-window log lives: a number k for a list at KEYS[4 + k] (LIST_LOGS of them), or
 -- 'u' / 'd' for a log in the user's / device's allowance field (field_window.lua), which the
 -- HMGET below reads and every path past the limits writes, so it costs no call.
 -- FW_USER_KEEP, FW_USER_SPAN: the most hits and the longest window (ms) the user's field log
 -- keeps, false when it has none; FW_DEVICE_KEEP, FW_DEVICE_SPAN the same for the device's.
 --
 -- KEYS[1] campaign hash: settings, counters and each claimant's grants so far (the allowances),
---         one field per user and per device, named by ARGV[13] and ARGV[14]: "grants", or
+--         one field per user and per device, named by ARGV[12] and ARGV[13]: "grants", or
 --         "grants,hit,hit..." with the claimant's field window
--- KEYS[2] rejections-by-code hash  KEYS[3] idempotency record
--- KEYS[4] voucher (the code offered if granted)   KEYS[5] event stream
--- KEYS[6 .. 5+L]        the list logs, in LIMITS order (L = LIST_LOGS, a constant)
--- KEYS[6+L .. 5+L+R]    one counter key per velocity rule
--- KEYS[6+L+R]           the signed request's nonce key, when there is one key more
+-- KEYS[2] rejections-by-code hash
+-- KEYS[3] voucher, which is also the claim's idempotency record: its code is derived from the
+--         client and the Idempotency-Key (gateway/codes.py), so a retry names the same key.
+--         Granted:  "i \31 expires ms \31 campaign \31 owner \31 fp" (the redeem scripts add
+--                   "\31 redemption id" and change the state letter; voucher_state.lua too)
+--         Refused and stored for replay (24 h):  "x \31 outcome \31 campaign \31 request id
+--                   \31 fp", which the redeem and admin scripts treat as no voucher.
+-- KEYS[4] event stream
+-- KEYS[5 .. 4+L]        the list logs, in LIMITS order (L = LIST_LOGS, a constant)
+-- KEYS[5+L .. 4+L+R]    one counter key per velocity rule
+-- KEYS[5+L+R]           the signed request's nonce key, when there is one key more
 --
--- ARGV[1] now (ms)          ARGV[2] request fingerprint   ARGV[3] voucher code
--- ARGV[4] claim id          ARGV[5] masked code           ARGV[6] campaign id
--- ARGV[7] user id           ARGV[8] device id             ARGV[9] ip
--- ARGV[10] request id       ARGV[11] client id            ARGV[12] now as RFC 3339 text
--- ARGV[13] the user's allowance field   ARGV[14] the device's (digests: gateway/keys.py)
+-- ARGV[1] now (ms)          ARGV[2] request fingerprint   ARGV[3] claim id
+-- ARGV[4] masked code       ARGV[5] campaign id           ARGV[6] user id
+-- ARGV[7] device id         ARGV[8] ip                    ARGV[9] request id
+-- ARGV[10] client id        ARGV[11] now as RFC 3339 text
+-- ARGV[12] the user's allowance field   ARGV[13] the device's (digests: gateway/keys.py)
 -- then R tuples (rule id, kind 'count'|'distinct', threshold, window ms, member,
 --                 effect 'deny'|'challenge'|'shadow')
 --
 -- Returns {outcome, a, b, fired}: fired lists the 1-based indexes of velocity rules that hit.
 --   0 granted          a = voucher expiry (ms), b = stock left
---   1 replay           a = the stored record "fp \31 outcome \31 ..."
---   2 key reused with another body      3 nonce already spent
+--   1 replay           a = the record at KEYS[3]; the caller compares its fingerprint (a
+--                      different one is the same key reused with another body)
+--   3 nonce already spent
 --   4 campaign not found                5 rate limited: a = limit index, b = retry after (ms)
 --   6 risk denied      7 challenge required
 --   8 campaign not active   9 limit reached   10 sold out
@@ -47,10 +54,10 @@
 
 local now = ARGV[1] + 0
 local L = LIST_LOGS
-local R = (#ARGV - 14) / 6 -- the velocity rules, one tuple each after ARGV[14]
+local R = (#ARGV - 13) / 6 -- the velocity rules, one tuple each after ARGV[13]
 local SEP = '\31'
 
-if #KEYS > 5 + L + R then
+if #KEYS > 4 + L + R then
   if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', NONCE_TTL_MS) then
     return {3, 0, 0, {}}
   end
@@ -58,13 +65,10 @@ end
 
 local record = redis.call('GET', KEYS[3])
 if record then
-  if string.sub(record, 1, #ARGV[2]) ~= ARGV[2] then
-    return {2, 0, 0, {}}
-  end
   return {1, record, 0, {}}
 end
 
-local user_field, device_field = ARGV[13], ARGV[14]
+local user_field, device_field = ARGV[12], ARGV[13]
 local c = redis.call('HMGET', KEYS[1], 'starts_ms', 'ends_ms', 'paused', 'stock_left',
                      'per_user_limit', 'per_device_limit', 'voucher_ttl_s', 'granted',
                      user_field, device_field)
@@ -74,9 +78,9 @@ end
 
 -- Appends one event; the varargs are its type-specific field/value pairs.
 local function emit(kind, ...)
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', STREAM_MAX_LEN, '*', 'type', kind, 'ts', ARGV[12],
-             'campaign_id', ARGV[6], 'user_id', ARGV[7], 'device_id', ARGV[8], 'ip', ARGV[9],
-             'request_id', ARGV[10], 'client_id', ARGV[11], ...)
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', STREAM_MAX_LEN, '*', 'type', kind, 'ts', ARGV[11],
+             'campaign_id', ARGV[5], 'user_id', ARGV[6], 'device_id', ARGV[7], 'ip', ARGV[8],
+             'request_id', ARGV[9], 'client_id', ARGV[10], ...)
 end
 
 local function reject(outcome, code, a, b, fired)
@@ -99,12 +103,12 @@ for i = 1, #LIMITS / 3 do
     retry = fw_check(device_hits, limit, window, now)
   else
     local _
-    _, retry = sw_admit(KEYS[5 + log], limit, window, now)
+    _, retry = sw_admit(KEYS[4 + log], limit, window, now)
   end
   if retry > 0 then
     for j = 1, i - 1 do
       local earlier = LIMITS[3 * j]
-      if type(earlier) == 'number' then sw_unadmit(KEYS[5 + earlier]) end
+      if type(earlier) == 'number' then sw_unadmit(KEYS[4 + earlier]) end
     end
     return reject(5, 'rate_limited', i, retry)
   end
@@ -113,13 +117,13 @@ end
 -- Velocity rules: find every hit; the strongest enforced effect decides. Their hits are
 -- recorded only when none blocks: counts[r] is what sw_peek saw in rule r's key, handed to
 -- sw_record with windows[r].
-local rule_base = 15 -- the first rule tuple's ARGV index
+local rule_base = 14 -- the first rule tuple's ARGV index
 local counts, windows = {}, {}
 local fired = {}
 local blocking = 0
 for r = 1, R do
   local o = rule_base + (r - 1) * 6
-  local key, threshold, window = KEYS[5 + L + r], ARGV[o + 2] + 0, ARGV[o + 3] + 0
+  local key, threshold, window = KEYS[4 + L + r], ARGV[o + 2] + 0, ARGV[o + 3] + 0
   windows[r] = window
   local hit
   if ARGV[o + 1] == 'count' then
@@ -153,9 +157,9 @@ else
   for r = 1, R do
     local o = rule_base + (r - 1) * 6
     if ARGV[o + 1] == 'count' then
-      sw_record(KEYS[5 + L + r], windows[r], now, counts[r])
+      sw_record(KEYS[4 + L + r], windows[r], now, counts[r])
     else
-      distinct_record(KEYS[5 + L + r], ARGV[o + 4], windows[r], now)
+      distinct_record(KEYS[4 + L + r], ARGV[o + 4], windows[r], now)
     end
   end
   if c[3] == '1' or now < c[1] + 0 or now >= c[2] + 0 then
@@ -193,8 +197,8 @@ if outcome then
                user_value or device_value)
   end
   if outcome >= 8 then
-    redis.call('SET', KEYS[3], ARGV[2] .. SEP .. outcome .. SEP .. ARGV[10], 'EX',
-               IDEMPOTENCY_TTL_S)
+    redis.call('SET', KEYS[3], 'x' .. SEP .. outcome .. SEP .. ARGV[5] .. SEP .. ARGV[9] .. SEP ..
+               ARGV[2], 'EX', IDEMPOTENCY_TTL_S)
   end
   return reject(outcome, code, 0, 0, fired)
 end
@@ -209,11 +213,9 @@ else
   redis.call('HSET', KEYS[1], 'stock_left', stock_left - 1, 'granted', granted,
              user_field, user_value)
 end
--- Voucher: state, expiry, campaign, owner. Kept 30 days past expiry so late tries get 409 expired.
-local expires_text = string.format('%d', expires) -- once: a number in a concatenation is '%.14g'
-redis.call('SET', KEYS[4], 'i' .. SEP .. expires_text .. SEP .. ARGV[6] .. SEP .. ARGV[7],
-           'PX', expires - now + 2592000000)
-redis.call('SET', KEYS[3], ARGV[2] .. SEP .. '0' .. SEP .. ARGV[3] .. SEP .. expires_text,
-           'EX', IDEMPOTENCY_TTL_S)
-emit('claim.granted', 'claim_id', ARGV[4], 'voucher_code', ARGV[5])
+-- Voucher: state, expiry, campaign, owner, and the fingerprint a replay is checked against.
+-- Kept 30 days past expiry, so late tries get 409 expired and the claim replays as long.
+redis.call('SET', KEYS[3], 'i' .. SEP .. string.format('%d', expires) .. SEP .. ARGV[5] .. SEP ..
+           ARGV[6] .. SEP .. ARGV[2], 'PX', expires - now + 2592000000)
+emit('claim.granted', 'claim_id', ARGV[3], 'voucher_code', ARGV[4])
 return {0, expires, stock_left - 1, fired}

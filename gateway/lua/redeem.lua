@@ -31,12 +31,15 @@ if record then
   return {1, record, 0}
 end
 
+-- The voucher: state, expiry, campaign, owner, the claim's fingerprint (the voucher is also
+-- the claim's idempotency record, lua/claim.lua), then the redemption id while one holds it.
+-- State 'x' is a refused claim stored for replay at the code it would have granted: no voucher.
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {4, 0, 0} end
 local v = {}
 for part in string.gmatch(raw, '([^' .. SEP .. ']+)') do v[#v + 1] = part end
 local state, expires, campaign_id, owner = v[1], tonumber(v[2]), v[3], v[4]
-if owner ~= ARGV[5] then return {4, 0, 0} end
+if state == 'x' or owner ~= ARGV[5] then return {4, 0, 0} end
 
 local campaign_key = ARGV[14] .. 'c:' .. campaign_id
 
@@ -81,7 +84,7 @@ redis.call('HSET', KEYS[3], 'client', ARGV[9], 'code', ARGV[16], 'user', ARGV[5]
            'suppliers', c[3] or '', 'device', ARGV[6], 'ip', ARGV[7])
 if card then redis.call('HSET', KEYS[3], 'card', card) end
 redis.call('SET', KEYS[1], (delivered and 'd' or 'r') .. SEP .. v[2] .. SEP .. campaign_id ..
-           SEP .. owner .. SEP .. rid, 'KEEPTTL')
+           SEP .. owner .. SEP .. v[5] .. SEP .. rid, 'KEEPTTL')
 redis.call('SET', KEYS[2], ARGV[2] .. SEP .. 'R' .. SEP .. rid, 'EX', ARGV[10])
 if delivered then
   redis.call('HINCRBY', campaign_key, 'redeemed', 1)

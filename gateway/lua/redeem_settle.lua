@@ -31,6 +31,7 @@ if action == 'pending' then
   return 'pending'
 end
 
+-- The voucher: state, expiry, campaign, owner, claim fingerprint[, redemption id] (redeem.lua).
 local voucher_key = ARGV[4] .. 'v:' .. r[2]
 local raw = redis.call('GET', voucher_key)
 local v = {}
@@ -51,7 +52,7 @@ if action == 'delivered' then
              'updated', ARGV[2])
   if v[1] then
     redis.call('SET', voucher_key, 'd' .. SEP .. v[2] .. SEP .. v[3] .. SEP .. v[4] .. SEP ..
-               ARGV[10], 'KEEPTTL')
+               v[5] .. SEP .. ARGV[10], 'KEEPTTL')
   end
   redis.call('HINCRBY', ARGV[4] .. 'c:' .. r[3], 'redeemed', 1)
   emit('redemption.delivered', {'kind', r[6], 'supplier', ARGV[5]})
@@ -60,8 +61,9 @@ end
 
 -- failed or release: the voucher is redeemable again.
 redis.call('HSET', KEYS[1], 'status', 'failed', 'failure', ARGV[9], 'updated', ARGV[2])
-if v[1] == 'r' and v[5] == ARGV[10] then
-  redis.call('SET', voucher_key, 'i' .. SEP .. v[2] .. SEP .. v[3] .. SEP .. v[4], 'KEEPTTL')
+if v[1] == 'r' and v[6] == ARGV[10] then
+  redis.call('SET', voucher_key, 'i' .. SEP .. v[2] .. SEP .. v[3] .. SEP .. v[4] .. SEP .. v[5],
+             'KEEPTTL')
 end
 if action == 'release' then redis.call('DEL', r[5]) end
 emit('redemption.failed', {'kind', r[6], 'code', ARGV[9]})

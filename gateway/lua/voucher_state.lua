@@ -3,10 +3,11 @@
 -- ARGV[1] 'freeze' | 'unfreeze'   ARGV[2] now as RFC 3339   ARGV[3] stream max length
 -- ARGV[4] masked code
 -- Returns 0 no such voucher, 1 done (or already so), 2 already redeemed, 3 being redeemed.
+-- The record is lua/claim.lua's: a state letter first ('x': a refused claim, no voucher).
 local SEP = '\31'
 local raw = redis.call('GET', KEYS[1])
-if not raw then return 0 end
-local state = string.sub(raw, 1, 1)
+local state = raw and string.sub(raw, 1, 1)
+if not raw or state == 'x' then return 0 end
 if state == 'd' then return 2 end
 if state == 'r' then return 3 end
 local target = ARGV[1] == 'freeze' and 'f' or 'i'

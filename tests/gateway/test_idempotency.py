@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from gateway import keys
 from tests.gateway.conftest import OTHER_KEY, Gateway
 
 
@@ -36,6 +37,22 @@ async def test_keys_are_scoped_per_client(gateway: Gateway) -> None:
     assert first.status == second.status == 201
     assert "Idempotent-Replayed" not in second.headers
     assert (await first.json())["claim_id"] != (await second.json())["claim_id"]
+
+
+async def test_keys_are_scoped_per_campaign_even_in_one_shard(gateway: Gateway) -> None:
+    first_id = "scope-a"
+    second_id = next(
+        c for i in range(5000) if keys.shard_tag(c := f"scope-{i}") == keys.shard_tag(first_id)
+    )
+    first = await gateway.claim(
+        await gateway.put_campaign(first_id), user_id="u1", device_id="d1", key="per-campaign"
+    )
+    second = await gateway.claim(
+        await gateway.put_campaign(second_id), user_id="u1", device_id="d1", key="per-campaign"
+    )
+    assert first.status == second.status == 201
+    assert "Idempotent-Replayed" not in second.headers
+    assert (await first.json())["voucher"]["code"] != (await second.json())["voucher"]["code"]
 
 
 async def test_twenty_concurrent_requests_with_one_key_grant_once(gateway: Gateway) -> None:

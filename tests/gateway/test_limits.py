@@ -240,7 +240,14 @@ async def test_claim_burst_across_a_window_boundary_admits_at_most_the_limit(
         campaign = await gw.put_campaign(stock=100, per_user_limit=100)
         services = services_of(gw)
         clock = FakeClock(minute_aligned())
-        desk = ClaimDesk(services.redis, services.scripts, gw.settings, RiskLists(), clock=clock)
+        desk = ClaimDesk(
+            services.redis,
+            services.scripts,
+            gw.settings,
+            RiskLists(),
+            services.code_key,
+            clock=clock,
+        )
 
         async def attempt(tag: str) -> None:
             user = "one-user" if by == "user" else f"u-{tag}"

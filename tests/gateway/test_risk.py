@@ -348,6 +348,9 @@ async def test_local_lockout_memory_never_outlives_each_rules_own_retry(
         assert await attempt("198.51.100.1") == "rate_limited"  # the IP's 600 s have not
 
 
+GUESSER_KEY = bytes(32)  # not the gateway's key: these codes pass the check, hold no voucher
+
+
 async def test_a_suspected_guesser_bursting_concurrently_is_locked_out_at_exactly_50(
     gateway: Gateway,
 ) -> None:
@@ -355,7 +358,9 @@ async def test_a_suspected_guesser_bursting_concurrently_is_locked_out_at_exactl
     # the guard call itself, so 200 concurrent guesses cannot all pass before any is counted.
     async def guess(i: int) -> int:
         response = await gateway.redeem(
-            codes.new_voucher_code("00"), user_id=f"u{i}", device_id=f"d{i}"
+            codes.voucher_code_for("00", GUESSER_KEY, "guesser", "camp", str(i)),
+            user_id=f"u{i}",
+            device_id=f"d{i}",
         )
         return int(response.status)
 
