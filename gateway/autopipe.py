@@ -9,8 +9,8 @@ saves a syscall per claim.
 
 Failure handling keeps the gateway's contract: a connection that cannot be made, is lost, or
 has not answered for `timeout_s` fails every waiting call with redis-py's ConnectionError or
-TimeoutError (→ 503 unavailable); the next call reconnects. A NOSCRIPT (Valkey restarted)
-loads the script and retries once. Single-node URLs only; a cluster uses redis-py.
+TimeoutError (→ 503 unavailable); the next call reconnects. A function the server lost (Valkey
+restarted) loads the library and retries once. Single-node URLs only; a cluster uses redis-py.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from urllib.parse import unquote, urlsplit
 
 import hiredis
 from hiredis import pack_command  # RESP encoding in C: a fifth of the Python loop's cost
-from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
+
+from gateway.redis_errors import function_lost
 
 
 class _Protocol(asyncio.Protocol):
@@ -83,16 +85,18 @@ class AutoPipeline:
             await self._connect()
         return await self._enqueue(pack_command(args))
 
-    async def evalsha(self, sha: str, script: str, keys: list[Any], args: list[Any]) -> Any:
-        """EVALSHA, loading the script once if the server lost it (NOSCRIPT)."""
+    async def fcall(self, function: str, library: str, keys: list[Any], args: list[Any]) -> Any:
+        """FCALL, loading `library` (its source) once if the server lost it."""
         if self._transport is None:
             await self._connect()
-        command = pack_command(("EVALSHA", sha, len(keys), *keys, *args))
+        command = pack_command(("FCALL", function, len(keys), *keys, *args))
         try:
             return await self._enqueue(command)
-        except NoScriptError:
-            await self.execute("SCRIPT", "LOAD", script)
-            return await self._enqueue(command)
+        except ResponseError as error:
+            if not function_lost(error):
+                raise
+        await self.execute("FUNCTION", "LOAD", "REPLACE", library)
+        return await self._enqueue(command)
 
     def _enqueue(self, command: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -172,8 +176,7 @@ class AutoPipeline:
                 continue
             if isinstance(reply, hiredis.ReplyError):
                 text = str(reply)
-                error = NoScriptError(text) if text.startswith("NOSCRIPT") else ResponseError(text)
-                future.set_exception(error)
+                future.set_exception(ResponseError(text))
             else:
                 future.set_result(reply)
 

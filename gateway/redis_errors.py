@@ -7,7 +7,13 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from redis.exceptions import BusyLoadingError, ConnectionError, RedisClusterException, TimeoutError
+from redis.exceptions import (
+    BusyLoadingError,
+    ConnectionError,
+    RedisClusterException,
+    ResponseError,
+    TimeoutError,
+)
 
 from gateway import metrics
 from gateway.errors import unavailable
@@ -31,3 +37,9 @@ async def redis_call(name: str, call: Awaitable[T]) -> T:
         raise unavailable() from exc
     metrics.redis_latency.labels(name).observe(time.perf_counter() - started)
     return result
+
+
+def function_lost(error: ResponseError) -> bool:
+    """The server does not hold the function called: it lost the library (restart, new node)."""
+    # redis-py drops the "ERR " of the reply; the auto-pipeline keeps Valkey's text whole.
+    return str(error).removeprefix("ERR ").startswith("Function not found")

@@ -1,20 +1,32 @@
-"""Loads the Lua scripts once, joining library chunks before each script body.
+"""The gateway's Lua scripts, as the functions of one Valkey function library.
 
 Library chunks (`ratelimit/sliding_window.lua`, `ratelimit/field_window.lua`,
-`risk/velocity.lua`) only define local functions; a script is their concatenation, the
-constants its caller wrote from the configuration (if any), and its own body, so one EVALSHA
-carries the whole decision.
-redis-py's Script reloads on NOSCRIPT (after a Redis restart) and retries once.
+`risk/velocity.lua`) only define local functions. The library is those chunks once, then each
+script: the constants its caller wrote from the configuration (if any) and its body, as a
+function registered under the script's name and the library's digest. A call is one FCALL.
+
+Why functions, not EVALSHA: a script's chunk runs whole on every EVALSHA, so each call built
+every library closure and constant table again (14 closures, ~390 instructions each); a
+library runs once, at FUNCTION LOAD. Measured with callgrind on the claim script: 191.6k
+instructions per grant as a script, 182.2k as a function.
+
+A server that lost the library (a restart without persistence, a new cluster primary) answers
+"Function not found": the library is loaded again (on every primary of a cluster) and the call
+retried once, as NOSCRIPT reloads a script. The digest names the library and its functions,
+so gateways of two versions or configurations can share a server during a rolling deploy.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
 
-from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+from gateway.redis_errors import function_lost
 
 LIBRARIES = (
     ("ratelimit", "sliding_window.lua"),
@@ -29,15 +41,38 @@ def read_lua(package: str, name: str) -> str:
 
 
 def joined(name: str, constants: str = "") -> str:
-    """The source of gateway/lua/<name> with every library chunk and `constants` before it."""
+    """The source of gateway/lua/<name> with every library chunk and `constants` before it,
+    as one script (for tools that replay a script with EVAL)."""
     parts = [read_lua(package, file) for package, file in LIBRARIES]
     parts.append(constants)
     parts.append(read_lua("gateway", f"lua/{name}"))
     return "\n".join(parts)
 
 
+def library(names: tuple[str, ...], constants: Mapping[str, str]) -> tuple[str, str]:
+    """(library name, source): the chunks once, then each script body as a function.
+
+    A body sees KEYS and ARGV as its parameters, as a script sees them as globals; its
+    constants are locals of a block of its own, so two scripts' constants never meet.
+    """
+    parts = [read_lua(package, file) for package, file in LIBRARIES]
+    for name in names:
+        parts += [
+            "do",
+            constants.get(name, ""),
+            f"redis.register_function('{name}_DIGEST', function(KEYS, ARGV)",
+            read_lua("gateway", f"lua/{name}.lua"),
+            "end)",
+            "end",
+        ]
+    code = "\n".join(parts)
+    digest = hashlib.sha1(code.encode(), usedforsecurity=False).hexdigest()[:12]
+    name = f"gw_{digest}"
+    return name, f"#!lua name={name}\n" + code.replace("_DIGEST'", f"_{digest}'")
+
+
 class Scripts:
-    """Every script the gateway calls, registered once per Redis client."""
+    """Every script the gateway calls, as functions of one library per server."""
 
     NAMES = (
         "claim",
@@ -58,26 +93,29 @@ class Scripts:
         """`constants`: Lua text put in front of a script's body, by script name."""
         self._redis = redis
         self._fast = fast  # an AutoPipeline on single-node Redis, else None (redis-py)
-        constants = constants or {}
-        self.by_name: dict[str, AsyncScript] = {
-            name: redis.register_script(joined(f"{name}.lua", constants.get(name, "")))
-            for name in self.NAMES
-        }
+        self.library, self.source = library(self.NAMES, constants or {})
+        digest = self.library.removeprefix("gw_")
+        self.functions = {name: f"{name}_{digest}" for name in self.NAMES}
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        """`scripts.claim(keys=[...], args=[...])` runs the claim script (NOSCRIPT reloads)."""
+        """`scripts.claim(keys=[...], args=[...])` calls the claim function (reloading the
+        library once when the server lost it)."""
         try:
-            script = self.__dict__["by_name"][name]
+            function = self.__dict__["functions"][name]
         except KeyError:
             raise AttributeError(name) from None
         if self._fast is not None:  # straight to the pipeline: one coroutine less per call
-            return functools.partial(self._fast.evalsha, script.sha, script.script)
-        return functools.partial(self._call, script)
+            return functools.partial(self._fast.fcall, function, self.source)
+        return functools.partial(self._call, function)
 
-    async def _call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
-        if self._fast is not None:
-            return await self._fast.evalsha(script.sha, script.script, keys, args)
-        return await script(keys=keys, args=args)
+    async def _call(self, function: str, keys: list[Any], args: list[Any]) -> Any:
+        try:
+            return await self._redis.fcall(function, len(keys), *keys, *args)
+        except ResponseError as error:
+            if not function_lost(error):
+                raise
+        await self.load_all()
+        return await self._redis.fcall(function, len(keys), *keys, *args)
 
     async def execute(self, *command: Any) -> Any:
         """A plain command, on the auto-pipeline when there is one."""
@@ -86,14 +124,12 @@ class Scripts:
         return await self._redis.execute_command(*command)
 
     async def load_all(self) -> None:
-        """Load every script (on all primaries of a cluster): the first call is an EVALSHA."""
-        for script in self.by_name.values():
-            script.sha = await self._redis.script_load(script.script)
+        """Load the library (on every primary of a cluster); REPLACE makes it idempotent."""
+        await self._redis.function_load(self.source, replace=True)
 
     async def all_loaded(self) -> bool:
-        """True when Redis answers and holds every script (the readiness check)."""
-        shas = [s.sha for s in self.by_name.values() if s.sha]
-        if len(shas) != len(self.by_name):
-            return False
-        found = await self._redis.script_exists(*shas)
-        return all(found)
+        """True when Redis answers and holds the library (on every primary of a cluster)."""
+        found = await self._redis.function_list(library=self.library)
+        if isinstance(found, dict):  # a cluster client: one answer per primary
+            return bool(found) and all(found.values())
+        return bool(found)

@@ -105,16 +105,26 @@ def stored_on(cluster: LocalCluster, key: str) -> list[int]:
     return ports
 
 
-async def test_gateway_on_cluster_is_ready_with_every_script_on_every_primary(
+async def test_gateway_on_cluster_is_ready_with_the_function_library_on_every_primary(
     gateway: Gateway,
     valkey_cluster: LocalCluster,  # noqa: F811
 ) -> None:
     response = await gateway.public.get("/readyz")
     assert response.status == 200, await response.text()
-    shas = [script.sha for script in gateway.public.app[SERVICES].scripts.by_name.values()]
+    scripts = gateway.public.app[SERVICES].scripts
     for node in valkey_cluster.nodes:
         with node.client() as client:
-            assert client.script_exists(*shas) == [True] * len(shas), node.port
+            (library,) = client.function_list(library=scripts.library)  # RESP2: flat pairs
+            functions = dict(zip(library[::2], library[1::2], strict=True))[b"functions"]
+            names = {dict(zip(f[::2], f[1::2], strict=True))[b"name"].decode() for f in functions}
+            assert names == set(scripts.functions.values()), node.port
+    # One primary forgets the library: the gateway is not ready until it loads it again.
+    with valkey_cluster.nodes[1].client() as client:
+        client.function_flush()
+    assert await gateway.public.app[SERVICES].scripts.all_loaded() is False
+    response = await gateway.public.get("/readyz")
+    assert response.status == 200, await response.text()
+    assert await gateway.public.app[SERVICES].scripts.all_loaded() is True
 
 
 async def test_campaigns_on_three_primaries_each_grant_exactly_their_stock_under_500_claims(
@@ -155,23 +165,23 @@ async def test_campaigns_on_three_primaries_each_grant_exactly_their_stock_under
         assert len(granted) == 50
 
 
-async def test_primary_that_lost_its_scripts_reloads_them_on_the_next_claim(
+async def test_primaries_that_lost_the_library_reload_it_on_the_next_claim(
     gateway: Gateway,
     valkey_cluster: LocalCluster,  # noqa: F811
 ) -> None:
     campaigns = campaign_ids_one_per_primary(valkey_cluster, "noscript")
     for campaign in campaigns:
         await gateway.put_campaign(campaign, stock=5)
-    claim_sha = gateway.public.app[SERVICES].scripts.by_name["claim"].sha
+    library = gateway.public.app[SERVICES].scripts.library
     for node in valkey_cluster.nodes:
         with node.client() as client:
-            client.script_flush()
+            client.function_flush()
     for campaign in campaigns:
         response = await gateway.claim(campaign)
         assert response.status == 201, await response.text()
     for node in valkey_cluster.nodes:
         with node.client() as client:
-            assert client.script_exists(claim_sha) == [True], node.port
+            assert client.function_list(library=library), node.port
 
 
 async def test_per_user_limit_holds_for_concurrent_claims_on_every_primary(

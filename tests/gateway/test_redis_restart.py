@@ -65,10 +65,12 @@ async def timed(call: Any) -> tuple[Any, float]:
     return result, time.monotonic() - started
 
 
-async def script_present(port: int, sha: str) -> bool:
+async def library_present(port: int, library: str, flush: bool = False) -> bool:
     client = aredis.Redis(host="127.0.0.1", port=port)
     try:
-        return bool((await client.script_exists(sha))[0])
+        if flush:
+            await client.function_flush()
+        return bool(await client.function_list(library=library))
     finally:
         await client.aclose()
 
@@ -93,13 +95,15 @@ async def test_redis_restart_fails_closed_then_recovers_without_oversell(
 
     own_valkey.start()
     assert own_valkey.port == port
-    claim_sha = gw.public.app[SERVICES].scripts.by_name["claim"].sha
-    assert not await script_present(port, claim_sha)  # a restart forgets every script
+    library = gw.public.app[SERVICES].scripts.library
+    assert await library_present(port, library)  # the AOF kept the function library
+    # As a restart without persistence would: the server forgets the library.
+    assert not await library_present(port, library, flush=True)
 
-    # The first claim after the restart reloads the script (NOSCRIPT) and is decided.
-    # A 503 is not stored, so the key that failed during the outage is usable again.
+    # The first claim after the restart reloads the library ("Function not found") and is
+    # decided. A 503 is not stored, so the key that failed during the outage is usable again.
     assert await claim_outcome(gw, campaign, "during", key="k-outage") == (201, "granted")
-    assert await script_present(port, claim_sha)
+    assert await library_present(port, library)
     assert (await gw.public.get("/readyz")).status == 200
     # Connections pooled before the kill are replaced, not failed: every read path answers.
     views = await asyncio.gather(

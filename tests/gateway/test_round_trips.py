@@ -1,6 +1,6 @@
 """SPEC §2: one Redis round trip per claim decision, with limits, velocity rules (one in shadow)
 and risk lists all on. Counted on the real server: MONITOR shows every top-level command (a
-script's own commands are tagged `lua`), INFO commandstats counts EVALSHA calls."""
+script's own commands are tagged `lua`), INFO commandstats counts FCALL calls."""
 
 from __future__ import annotations
 
@@ -86,17 +86,17 @@ async def top_level_commands(gw: Gateway, work: Any) -> list[tuple[str, ...]]:
                     seen.append(words)
 
 
-async def evalsha_calls(gw: Gateway) -> int:
-    return int((await gw.redis.info("commandstats"))["cmdstat_evalsha"]["calls"])
+async def fcall_calls(gw: Gateway) -> int:
+    return int((await gw.redis.info("commandstats"))["cmdstat_fcall"]["calls"])
 
 
-async def test_a_claim_is_one_evalsha_with_limits_rules_and_lists_on(
+async def test_a_claim_is_one_fcall_with_limits_rules_and_lists_on(
     gateway_factory: Any,
 ) -> None:
     async with gateway_factory(EVERYTHING_ON) as gw:
         campaign = await gw.put_campaign(stock=1000)
         await load_lists(gw)
-        claim_sha = gw.public.server.app[SERVICES].scripts.by_name["claim"].sha
+        claim_function = gw.public.server.app[SERVICES].scripts.functions["claim"]
         statuses: list[int] = []
 
         async def claims() -> None:
@@ -104,12 +104,12 @@ async def test_a_claim_is_one_evalsha_with_limits_rules_and_lists_on(
                 response = await gw.claim(campaign, user_id=f"user-{i}", device_id=f"dev-{i}")
                 statuses.append(response.status)
 
-        before = await evalsha_calls(gw)
+        before = await fcall_calls(gw)
         commands = await top_level_commands(gw, claims)
-        assert await evalsha_calls(gw) - before == CLAIMS
+        assert await fcall_calls(gw) - before == CLAIMS
         assert statuses == [201] * CLAIMS
         by_kind = collections.Counter(words[:2] for words in commands)
-        assert by_kind.pop(("EVALSHA", claim_sha)) == CLAIMS
+        assert by_kind.pop(("FCALL", claim_function)) == CLAIMS
         assert set(by_kind) <= BACKGROUND, by_kind
         assert not any(keys.shard_tag(campaign) in " ".join(w) for w in by_kind)
         # Every rule really ran: the shadow rule fired on every claim after the first.
@@ -118,11 +118,11 @@ async def test_a_claim_is_one_evalsha_with_limits_rules_and_lists_on(
         assert len(hits) == CLAIMS - 1 and {f[b"rules"] for f in hits} == {b"ip_watch"}
 
 
-async def test_rejections_decided_in_redis_are_one_evalsha_too(gateway_factory: Any) -> None:
+async def test_rejections_decided_in_redis_are_one_fcall_too(gateway_factory: Any) -> None:
     async with gateway_factory(EVERYTHING_ON) as gw:
         campaign = await gw.put_campaign(stock=1000, per_user_limit=10)
         await load_lists(gw)
-        claim_sha = gw.public.server.app[SERVICES].scripts.by_name["claim"].sha
+        claim_function = gw.public.server.app[SERVICES].scripts.functions["claim"]
         statuses: list[int] = []
 
         async def claims() -> None:
@@ -143,5 +143,5 @@ async def test_rejections_decided_in_redis_are_one_evalsha_too(gateway_factory: 
         commands = await top_level_commands(gw, claims)
         assert statuses == [201, 201, 201, 403, 201, 201, 403]
         by_kind = collections.Counter(words[:2] for words in commands)
-        assert by_kind.pop(("EVALSHA", claim_sha)) == len(statuses)
+        assert by_kind.pop(("FCALL", claim_function)) == len(statuses)
         assert set(by_kind) <= BACKGROUND, by_kind
