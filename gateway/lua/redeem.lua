@@ -33,6 +33,7 @@ end
 
 -- The voucher: state, expiry, campaign, owner, the claim's fingerprint (the voucher is also
 -- the claim's idempotency record, lua/claim.lua), then the redemption id while one holds it.
+-- Vouchers granted before the fingerprint was kept have none ('-' is written in its place).
 -- State 'x' is a refused claim stored for replay at the code it would have granted: no voucher.
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {4, 0, 0} end
@@ -84,7 +85,7 @@ redis.call('HSET', KEYS[3], 'client', ARGV[9], 'code', ARGV[16], 'user', ARGV[5]
            'suppliers', c[3] or '', 'device', ARGV[6], 'ip', ARGV[7])
 if card then redis.call('HSET', KEYS[3], 'card', card) end
 redis.call('SET', KEYS[1], (delivered and 'd' or 'r') .. SEP .. v[2] .. SEP .. campaign_id ..
-           SEP .. owner .. SEP .. v[5] .. SEP .. rid, 'KEEPTTL')
+           SEP .. owner .. SEP .. (v[5] or '-') .. SEP .. rid, 'KEEPTTL')
 redis.call('SET', KEYS[2], ARGV[2] .. SEP .. 'R' .. SEP .. rid, 'EX', ARGV[10])
 if delivered then
   redis.call('HINCRBY', campaign_key, 'redeemed', 1)

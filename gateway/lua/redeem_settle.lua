@@ -32,10 +32,13 @@ if action == 'pending' then
 end
 
 -- The voucher: state, expiry, campaign, owner, claim fingerprint[, redemption id] (redeem.lua).
+-- One reserved before the fingerprint was kept holds state, expiry, campaign, owner, id.
 local voucher_key = ARGV[4] .. 'v:' .. r[2]
 local raw = redis.call('GET', voucher_key)
 local v = {}
 for part in string.gmatch(raw or '', '([^' .. SEP .. ']+)') do v[#v + 1] = part end
+local fingerprint, holder = v[5] or '-', v[6]
+if not holder then fingerprint, holder = '-', v[5] end
 
 local function emit(kind, extra)
   local fields = {'type', kind, 'ts', ARGV[3], 'campaign_id', r[3], 'user_id', r[4],
@@ -52,7 +55,7 @@ if action == 'delivered' then
              'updated', ARGV[2])
   if v[1] then
     redis.call('SET', voucher_key, 'd' .. SEP .. v[2] .. SEP .. v[3] .. SEP .. v[4] .. SEP ..
-               v[5] .. SEP .. ARGV[10], 'KEEPTTL')
+               fingerprint .. SEP .. ARGV[10], 'KEEPTTL')
   end
   redis.call('HINCRBY', ARGV[4] .. 'c:' .. r[3], 'redeemed', 1)
   emit('redemption.delivered', {'kind', r[6], 'supplier', ARGV[5]})
@@ -61,9 +64,9 @@ end
 
 -- failed or release: the voucher is redeemable again.
 redis.call('HSET', KEYS[1], 'status', 'failed', 'failure', ARGV[9], 'updated', ARGV[2])
-if v[1] == 'r' and v[6] == ARGV[10] then
-  redis.call('SET', voucher_key, 'i' .. SEP .. v[2] .. SEP .. v[3] .. SEP .. v[4] .. SEP .. v[5],
-             'KEEPTTL')
+if v[1] == 'r' and holder == ARGV[10] then
+  redis.call('SET', voucher_key, 'i' .. SEP .. v[2] .. SEP .. v[3] .. SEP .. v[4] .. SEP ..
+             fingerprint, 'KEEPTTL')
 end
 if action == 'release' then redis.call('DEL', r[5]) end
 emit('redemption.failed', {'kind', r[6], 'code', ARGV[9]})

@@ -3,6 +3,7 @@ Idempotency-Key, so a grant writes one key, and the claim replays whatever the v
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from gateway import codes, keys
@@ -117,3 +118,25 @@ def test_codes_depend_on_tag_client_campaign_key_and_secret_and_pass_the_check()
         codes.voucher_code_for("AB", other_secret, "app", "camp", "key-1")[2:],
     }
     assert code[2:] not in others and len(others) == 5
+
+
+async def test_a_voucher_granted_before_fingerprints_were_kept_still_redeems(
+    redeem_gateway: Gateway,
+) -> None:
+    gw = redeem_gateway
+    await knobs(gw, "alpha", failure_rate=1.0)
+    await knobs(gw, "beta", failure_rate=1.0)
+    campaign = await gw.put_campaign(**RECHARGE)
+    tag = keys.shard_tag(campaign)
+    code = codes.voucher_code_for(tag, bytes(32), "app", campaign, "granted-long-ago")
+    expires = int(time.time() * 1000) + 3_600_000
+    voucher = keys.voucher(tag, code)
+    await gw.redis.set(voucher, f"i\x1f{expires}\x1f{campaign}\x1fruth", px=3_600_000)
+    refused = await gw.redeem(code, account="acct")
+    assert refused.status == 503 and await error_code(refused) == "suppliers_unavailable"
+    assert (await gw.redis.get(voucher)).decode() == f"i\x1f{expires}\x1f{campaign}\x1fruth\x1f-"
+    await knobs(gw, "beta", failure_rate=0.0)
+    delivered = await gw.redeem(code, account="acct")
+    assert delivered.status == 200, await delivered.text()
+    state, *_ = (await gw.redis.get(voucher)).decode().split("\x1f")
+    assert state == "d"
