@@ -4,10 +4,11 @@ In process, before Redis: a request already in flight with the same Idempotency-
 identity the pre-filter knows is over a limit (429), a blocked list entry (403), a campaign whose
 sold-out flag is up (409, after one cheap look for a stored idempotency record so a retried
 grant still replays). Everything else — idempotency, limits, velocity rules, campaign state,
-allowances, stock, the voucher and the outbox event — is `lua/claim.lua`, one EVALSHA.
+allowances, stock, the voucher and the outbox event — is `lua/claim.lua`, one FCALL.
 
-The voucher code is derived from the client and the Idempotency-Key (`codes.voucher_code_for`),
-so the voucher record is also the claim's idempotency record: a grant writes one key, not two.
+The voucher code is derived from the client, the campaign and the Idempotency-Key
+(`codes.voucher_code_for`), so the voucher record is also the claim's idempotency record: a
+grant writes one key, not two.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Random bytes for codes and ids, from the OS CSPRNG, read in blocks.
 
-A claim needs ten random bytes for its voucher code and eight for its request id; one
+A request needs eight random bytes for its request id (a redemption ten more for its id); one
 `getrandom` call per need is a syscall per request for a few bytes. Reading 4 KiB at a time and
 handing out slices gives the same bytes (the kernel's CSPRNG output, used once each) without it.
 A forked child starts with an empty block, so parent and child never hand out the same bytes.

@@ -40,15 +40,6 @@ def read_lua(package: str, name: str) -> str:
     return resources.files(package).joinpath(name).read_text(encoding="utf-8")
 
 
-def joined(name: str, constants: str = "") -> str:
-    """The source of gateway/lua/<name> with every library chunk and `constants` before it,
-    as one script (for tools that replay a script with EVAL)."""
-    parts = [read_lua(package, file) for package, file in LIBRARIES]
-    parts.append(constants)
-    parts.append(read_lua("gateway", f"lua/{name}"))
-    return "\n".join(parts)
-
-
 def library(names: tuple[str, ...], constants: Mapping[str, str]) -> tuple[str, str]:
     """(library name, source): the chunks once, then each script body as a function.
 

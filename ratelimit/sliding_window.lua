@@ -1,7 +1,7 @@
 -- ratelimit/sliding_window.lua: exact sliding-window LOG, a library chunk.
 --
--- Joined in front of a script body (the gateway's claim/redeem scripts, ratelimit/limiter.lua),
--- so it only defines local functions: no KEYS/ARGV, no top-level return, no TIME. The caller
+-- Put in front of script bodies (the gateway's function library, ratelimit/limiter.lua's
+-- script), so it only defines local functions: no KEYS/ARGV, no top-level return, no TIME. The caller
 -- passes its clock; every time is an integer count of milliseconds. Arguments may be numbers
 -- or numeric strings. Keys are built (and hash-tagged) by the caller. Strings become numbers by
 -- arithmetic (`s + 0`), not tonumber(): Lua 5.1's tonumber parses a string twice, and these

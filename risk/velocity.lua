@@ -1,6 +1,6 @@
 -- risk/velocity.lua: distinct-member counts over a sliding window, a library chunk.
 --
--- Joined after ratelimit/sliding_window.lua and in front of a script body, so it only defines
+-- Put after ratelimit/sliding_window.lua and in front of script bodies, so it only defines
 -- local functions: no KEYS/ARGV, no top-level return, no TIME. The caller passes its clock;
 -- every time is an integer count of milliseconds. Arguments may be numbers or numeric strings
 -- (converted by arithmetic, `s + 0`, as in sliding_window.lua); member is a string. Keys are

@@ -1,14 +1,15 @@
 -- claim.lua: decide one claim in one atomic step.
--- Joined after ratelimit/sliding_window.lua (sw_admit, sw_peek, sw_record),
--- ratelimit/field_window.lua (fw_parse, fw_check, fw_value), risk/velocity.lua (distinct_peek,
--- distinct_record) and the configuration's constants, which gateway/claim.py writes as Lua
--- (`claim_script_constants`): IDEMPOTENCY_TTL_S, NONCE_TTL_MS, STREAM_MAX_LEN, LIMITS,
--- LIST_LOGS and the FW_ field-window sizes. Constants are part of the script text, not
--- arguments: Valkey turns every argument of every call into an object and a Lua string. Every
--- key shares the campaign's tag.
+-- The body of a function of the gateway's function library (gateway/scripts.py), which holds
+-- ratelimit/sliding_window.lua (sw_admit, sw_peek, sw_record), ratelimit/field_window.lua
+-- (fw_parse, fw_check, fw_value), risk/velocity.lua (distinct_peek, distinct_record) and the
+-- configuration's constants, which gateway/claim.py writes as Lua (`claim_script_constants`):
+-- IDEMPOTENCY_TTL_S, NONCE_TTL_MS, STREAM_MAX_LEN, LIMITS, LIST_LOGS and the FW_ field-window
+-- sizes. Constants are part of the library text, built once at FUNCTION LOAD, not arguments:
+-- Valkey turns every argument of every call into an object and a Lua string. KEYS and ARGV
+-- are the function's parameters. Every key shares the campaign's tag.
 --
 -- LIMITS holds the claim route's limits in configuration order, flat: limit, window ms, log
--- for each (one table, built on every call, not one per limit). `log` says where the limit's
+-- for each. `log` says where the limit's
 -- sliding-window log lives: a number k for a list at KEYS[4 + k] (LIST_LOGS of them), or
 -- 'u' / 'd' for a log in the user's / device's allowance field (field_window.lua), which the
 -- HMGET below reads and every path past the limits writes, so it costs no call.
