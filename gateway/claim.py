@@ -378,8 +378,8 @@ class ClaimDesk:
         text = record.decode() if isinstance(record, bytes) else record
         # A voucher: state, expiry, campaign, owner, fp[, redemption id], whatever its state
         # since. A stored refusal: 'x', outcome, campaign, request id, fp.
-        state, value, _campaign, who, stored_print, *_ = text.split(SEP)
-        if stored_print != request_fp:
+        state, value, _campaign, who, stored_fp, *_ = text.split(SEP)
+        if stored_fp != request_fp:
             raise business("idempotency_key_reused")
         metrics.idempotent_replays.inc()
         if state != "x":
