@@ -3,11 +3,11 @@
 A voucher code is 20 Crockford base32 characters: the campaign's 2-character shard tag, 16
 characters of secret bits, and 2 check characters (10 bits of BLAKE2b over the rest). A claim's
 code is not drawn at random: its 80 bits are a keyed BLAKE2b (a MAC, keyed with a secret
-derived from the data key) of the client and the claim's Idempotency-Key, so a claim's voucher
-key is also its idempotency record (lua/claim.lua) and nobody without the key can compute a
-code. Typos and ~99.9 % of guesses fail the check and are refused before Redis. Input is
-normalised the Crockford way: case-insensitive, I/L read as 1, O as 0, hyphens and spaces
-ignored, so `abcd-efgh-...` works.
+derived from the data key) of the client, the campaign and the claim's Idempotency-Key, so a
+claim's voucher key is also its idempotency record (lua/claim.lua) and nobody without the key
+can compute a code. Typos and ~99.9 % of guesses fail the check and are refused before Redis.
+Input is normalised the Crockford way: case-insensitive, I/L read as 1, O as 0, hyphens and
+spaces ignored, so `abcd-efgh-...` works.
 """
 
 from __future__ import annotations

@@ -36,6 +36,13 @@ async def sim_orders(gw: Gateway) -> list[dict[str, Any]]:
     return list(body["orders"] if isinstance(body, dict) else body)
 
 
+async def recharge_nobody_delivers(gw: Gateway) -> str:
+    """A direct-recharge campaign whose two suppliers both refuse every order."""
+    await knobs(gw, "alpha", failure_rate=1.0)
+    await knobs(gw, "beta", failure_rate=1.0)
+    return await gw.put_campaign(**RECHARGE)
+
+
 async def error_code(response: Any) -> str:
     return str((await response.json())["error"]["code"])
 
@@ -91,9 +98,7 @@ async def test_every_supplier_refusing_is_503_and_the_voucher_stays_redeemable(
     redeem_gateway: Gateway,
 ) -> None:
     gw = redeem_gateway
-    await knobs(gw, "alpha", failure_rate=1.0)
-    await knobs(gw, "beta", failure_rate=1.0)
-    campaign = await gw.put_campaign(**RECHARGE)
+    campaign = await recharge_nobody_delivers(gw)
     code = await gw.grant(campaign)
     response = await gw.redeem(code, account="acct", key="retry-me")
     assert response.status == 503

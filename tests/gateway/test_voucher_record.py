@@ -9,7 +9,7 @@ from typing import Any
 from gateway import codes, keys
 from gateway.services import SERVICES
 from tests.gateway.conftest import Gateway
-from tests.gateway.test_redemptions import RECHARGE, error_code, knobs
+from tests.gateway.test_redemptions import error_code, knobs, recharge_nobody_delivers
 
 
 def data_key_config(fill: str) -> str:
@@ -40,9 +40,7 @@ async def test_a_claim_replays_through_every_state_its_voucher_passes(
     redeem_gateway: Gateway,
 ) -> None:
     gw = redeem_gateway
-    await knobs(gw, "alpha", failure_rate=1.0)
-    await knobs(gw, "beta", failure_rate=1.0)
-    campaign = await gw.put_campaign(**RECHARGE)
+    campaign = await recharge_nobody_delivers(gw)
     first = await gw.claim(campaign, user_id="ruth", device_id="dev", key="claim-once")
     assert first.status == 201
     granted = await first.json()
@@ -124,9 +122,7 @@ async def test_a_voucher_granted_before_fingerprints_were_kept_still_redeems(
     redeem_gateway: Gateway,
 ) -> None:
     gw = redeem_gateway
-    await knobs(gw, "alpha", failure_rate=1.0)
-    await knobs(gw, "beta", failure_rate=1.0)
-    campaign = await gw.put_campaign(**RECHARGE)
+    campaign = await recharge_nobody_delivers(gw)
     tag = keys.shard_tag(campaign)
     code = codes.voucher_code_for(tag, bytes(32), "app", campaign, "granted-long-ago")
     expires = int(time.time() * 1000) + 3_600_000
