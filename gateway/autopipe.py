@@ -85,27 +85,30 @@ class AutoPipeline:
             await self._connect()
         return await self._enqueue(pack_command(args))
 
-    async def fcall(self, function: str, library: str, keys: list[Any], args: list[Any]) -> Any:
-        """FCALL, loading `library` (its source) once if the server lost it."""
+    async def fcall(
+        self, function: str, library: str, keys: list[Any], args: list[Any], flush: bool = False
+    ) -> Any:
+        """FCALL, loading `library` (its source) once if the server lost it. `flush` writes the
+        batch at once: the call is a batch of decisions itself (gateway/claim_batch.py)."""
         if self._transport is None:
             await self._connect()
         command = pack_command(("FCALL", function, len(keys), *keys, *args))
         try:
-            return await self._enqueue(command)
+            return await self._enqueue(command, flush)
         except ResponseError as error:
             if not function_lost(error):
                 raise
         await self.execute("FUNCTION", "LOAD", "REPLACE", library)
         return await self._enqueue(command)
 
-    def _enqueue(self, command: bytes) -> asyncio.Future[Any]:
+    def _enqueue(self, command: bytes, flush: bool = False) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._waiting:
             self._last_progress = time.monotonic()
         self._waiting.append(future)
         self._outbox.append(command)
-        if len(self._outbox) >= FLUSH_AT:
+        if flush or len(self._outbox) >= FLUSH_AT:
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True

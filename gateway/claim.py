@@ -4,7 +4,8 @@ In process, before Redis: a request already in flight with the same Idempotency-
 identity the pre-filter knows is over a limit (429), a blocked list entry (403), a campaign whose
 sold-out flag is up (409, after one cheap look for a stored idempotency record so a retried
 grant still replays). Everything else — idempotency, limits, velocity rules, campaign state,
-allowances, stock, the voucher and the outbox event — is `lua/claim.lua`, one FCALL.
+allowances, stock, the voucher and the outbox event — is `lua/claim.lua`, one FCALL, which
+decides the claims on one campaign that are in flight in one loop turn (`claim_batch.py`).
 
 The voucher code is derived from the client, the campaign and the Idempotency-Key
 (`codes.voucher_code_for`), so the voucher record is also the claim's idempotency record: a
@@ -22,6 +23,7 @@ from typing import Any
 
 from gateway import codes, keys, metrics
 from gateway.auth import Caller
+from gateway.claim_batch import ClaimBatcher
 from gateway.errors import ApiError, business
 from gateway.list_hits import ListHits
 from gateway.models import ClaimGranted, ClaimRequest, VoucherOut, encoder
@@ -171,7 +173,7 @@ class ClaimDesk:
         self._redis = redis
         self._code_key = code_key
         self._scripts = scripts
-        self._script = scripts.claim
+        self._batches = ClaimBatcher(scripts.claim)
         self._lists = lists
         self._clock = clock
         self._limits = list(settings.limits.get("claim", []))
@@ -240,36 +242,28 @@ class ClaimDesk:
             else []
         )
         now_ms = int(now * 1000)
-        result = await redis_call(
-            "claim",
-            self._script(
-                keys=[
-                    ring.campaign,
-                    ring.rejections,
-                    voucher_key,
-                    ring.events,
-                    *[limit_keys[i] for i in self._listed],
-                    *rule_keys,
-                    *nonce_keys,
-                ],
-                args=[
-                    now_ms,
-                    request_fp,
-                    claim_id,
-                    codes.mask_code(code),
-                    campaign_id,
-                    req.user_id,
-                    req.device_id,
-                    caller.ip,
-                    caller.request_id,
-                    caller.client_id,
-                    rfc3339_ms(now_ms),
-                    keys.allowance_field("u", req.user_id),
-                    keys.allowance_field("d", req.device_id),
-                    *rule_args,
-                ],
-            ),
+        # Claims of one shape in this loop turn go in one call (claim_batch.py); the campaign's
+        # keys and the first claim's clock lead it.
+        shape = (campaign_id, caller.client_id, len(rules), len(nonce_keys))
+        decided = self._batches.submit(
+            shape,
+            [ring.campaign, ring.rejections, ring.events],
+            [now_ms, rfc3339_ms(now_ms), campaign_id, caller.client_id, *shape[2:]],
+            [voucher_key, *[limit_keys[i] for i in self._listed], *rule_keys, *nonce_keys],
+            [
+                request_fp,
+                claim_id,
+                codes.mask_code(code),
+                req.user_id,
+                req.device_id,
+                caller.ip,
+                caller.request_id,
+                keys.allowance_field("u", req.user_id),
+                keys.allowance_field("d", req.device_id),
+                *rule_args,
+            ],
         )
+        result = await redis_call("claim", decided)
         return self._answer(
             result, campaign_id, req, code, claim_id, request_fp, limit_keys, rules, now
         )
@@ -329,7 +323,7 @@ class ClaimDesk:
         now: float,
     ) -> Answer:
         outcome = int(result[0])
-        for index in result[3]:
+        for index in result[3].split(b",") if result[3] else ():
             rule = rules[int(index) - 1]
             metrics.risk_decisions.labels(rule.id, rule.decision, rule.mode).inc()
         if outcome == GRANTED:

@@ -100,7 +100,10 @@ class Scripts:
             return functools.partial(self._fast.fcall, function, self.source)
         return functools.partial(self._call, function)
 
-    async def _call(self, function: str, keys: list[Any], args: list[Any]) -> Any:
+    async def _call(
+        self, function: str, keys: list[Any], args: list[Any], flush: bool = False
+    ) -> Any:
+        """redis-py writes every call at once: `flush` (the auto-pipeline's) changes nothing."""
         try:
             return await self._redis.fcall(function, len(keys), *keys, *args)
         except ResponseError as error:

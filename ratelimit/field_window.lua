@@ -71,6 +71,9 @@ local function fw_value(counter, hits, now_ms, keep, longest_ms)
   while first <= n and hits[first] <= horizon do
     first = first + 1
   end
+  if first > n then -- no earlier hit kept (a claimant's first claim): the common case
+    return string.format('%d,%d', counter, at)
+  end
   local parts = {string.format('%d', counter)}
   for i = first, n do
     parts[#parts + 1] = string.format('%d', hits[i])

@@ -31,12 +31,16 @@
 --                   drop below limit (>= 1). With count == limit that is the oldest hit.
 --   A request is admitted iff count < limit; only an admitted request is then recorded.
 --
--- sw_admit(key, limit, window_ms, now_ms) -> count, retry_after_ms
+-- sw_admit(key, limit, window_ms, now_ms[, newest]) -> count, retry_after_ms, newest
 --   sw_peek, then sw_record when admitted, in fewer calls: the hit goes in first (RPUSH
 --   answers the length sw_peek would read with LLEN) and is taken back out (RPOP) when the
 --   log turns out full. Same answers, same log and same expiry as the pair. A caller with
 --   several limits admits each in turn and, when one refuses, takes the hits it put in the
 --   logs before back out with sw_unadmit(key): a refused request is recorded nowhere.
+--   The third answer is the log's newest hit afterwards (false for an empty log). A caller
+--   admitting several hits on one key in one call (a batch of claims from one address)
+--   hands it back as `newest`, which saves reading the newest hit back (a LINDEX per hit);
+--   after an sw_unadmit it must not, the newest hit it knew is gone.
 --
 -- sw_record(key, window_ms, now_ms[, count]) -> nothing
 --   Appends one hit at max(now_ms, newest hit), so the list stays ordered when a caller's clock
@@ -105,15 +109,19 @@ local function sw_record(key, window_ms, now_ms, count)
   sw_expire(key, window_ms, now_ms, at, newest)
 end
 
-local function sw_admit(key, limit, window_ms, now_ms)
+local function sw_admit(key, limit, window_ms, now_ms, newest)
   limit, window_ms, now_ms = limit + 0, window_ms + 0, now_ms + 0
-  local n = redis.call('RPUSH', key, now_ms)
-  local at, newest = now_ms, false
-  if n > 1 then
-    newest = redis.call('LINDEX', key, -2) + 0
-    if newest > at then -- a caller's clock stepped back: the log stays ordered
-      at = newest
-      redis.call('LSET', key, -1, at)
+  local at = now_ms
+  if newest and newest > at then at = newest end -- known: the ordered value goes in at once
+  local n = redis.call('RPUSH', key, at)
+  if newest == nil then
+    newest = false
+    if n > 1 then
+      newest = redis.call('LINDEX', key, -2) + 0
+      if newest > at then -- a caller's clock stepped back: the log stays ordered
+        at = newest
+        redis.call('LSET', key, -1, at)
+      end
     end
   end
   local count = n - 1 -- the hits before this one; an upper bound until a trim
@@ -121,11 +129,11 @@ local function sw_admit(key, limit, window_ms, now_ms)
     count = sw_trim(key, n, now_ms - window_ms) - 1 -- this hit is inside, never trimmed
     if count >= limit then
       redis.call('RPOP', key)
-      return count, sw_retry_after(key, count, limit, window_ms, now_ms)
+      return count, sw_retry_after(key, count, limit, window_ms, now_ms), newest
     end
   end
   sw_expire(key, window_ms, now_ms, at, newest)
-  return count, 0
+  return count, 0, at
 end
 
 local function sw_unadmit(key)

@@ -169,6 +169,42 @@ def test_admit_answers_stores_and_expires_as_peek_then_record(
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
+    hits=st.lists(
+        st.tuples(
+            st.one_of(
+                st.sampled_from([0, 1, 1_250, 9_999, 10_000]),
+                st.integers(-300, 0),  # a caller's clock stepping back
+                st.integers(0, 4_000),
+            ),
+            st.integers(1, 5),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_an_admit_told_the_newest_hit_answers_and_stores_as_one_that_reads_it(
+    sync_redis: redis.Redis, hits: list[Any]
+) -> None:
+    """Two admits in one call, the second handed the newest hit the first left (a batch of
+    claims from one address), against two calls that each read it: the same answers, logs
+    and expiry, whether the first was admitted or refused."""
+    sync_redis.flushdb()
+    script = sync_redis.register_script(SW_OPS)
+    now = T0
+    for step, limit in hits:
+        now += step
+        apart = [
+            *script(keys=["apart"], args=sw_args("admit", limit, 10_000, now, None)),
+            *script(keys=["apart"], args=sw_args("admit", limit, 10_000, now, None)),
+        ]
+        told = script(keys=["told"], args=sw_args("admit_twice", limit, 10_000, now, None))
+        assert told == apart
+        assert sync_redis.lrange("told", 0, -1) == sync_redis.lrange("apart", 0, -1)
+        assert abs(sync_redis.pttl("told") - sync_redis.pttl("apart")) <= 50
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
     limits=st.lists(
         st.tuples(st.integers(1, 6), st.sampled_from([10_000, 12_000, 30_000])),
         min_size=1,
