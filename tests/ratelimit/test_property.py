@@ -135,9 +135,10 @@ def test_lazy_trim_decides_as_an_exact_count(
             assert sum(t - WINDOWS[key] < s <= t for s in times) <= limits[key]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    hits=st.lists(
+def admit_hits(max_size: int) -> st.SearchStrategy[list[tuple[int, int]]]:
+    """(clock step ms, limit) pairs: steps at the step and window edges, a caller's clock
+    stepping back, and anything between."""
+    return st.lists(
         st.tuples(
             st.one_of(
                 st.sampled_from([0, 1, 1_250, 9_999, 10_000]),  # step and window edges
@@ -147,9 +148,12 @@ def test_lazy_trim_decides_as_an_exact_count(
             st.integers(1, 5),
         ),
         min_size=1,
-        max_size=60,
+        max_size=max_size,
     )
-)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hits=admit_hits(60))
 def test_admit_answers_stores_and_expires_as_peek_then_record(
     sync_redis: redis.Redis, hits: list[Any]
 ) -> None:
@@ -168,20 +172,7 @@ def test_admit_answers_stores_and_expires_as_peek_then_record(
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    hits=st.lists(
-        st.tuples(
-            st.one_of(
-                st.sampled_from([0, 1, 1_250, 9_999, 10_000]),
-                st.integers(-300, 0),  # a caller's clock stepping back
-                st.integers(0, 4_000),
-            ),
-            st.integers(1, 5),
-        ),
-        min_size=1,
-        max_size=40,
-    )
-)
+@given(hits=admit_hits(40))
 def test_an_admit_told_the_newest_hit_answers_and_stores_as_one_that_reads_it(
     sync_redis: redis.Redis, hits: list[Any]
 ) -> None:
