@@ -10,8 +10,8 @@ from gateway.settings import ConfigError, load
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway import logs
-    from gateway.server import Master
+    from gateway.ops.server import Master
+    from gateway.telemetry import logs
 
     logs.configure()
     settings = load(args.config)
@@ -28,13 +28,13 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.ops.demo import run_demo
 
     return run_demo(args.config, workers=args.workers)
 
 
 def _events_tail(args: argparse.Namespace) -> int:
-    from gateway.events import tail
+    from gateway.ops.events_tail import tail
 
     return tail(
         args.config,
@@ -47,7 +47,7 @@ def _events_tail(args: argparse.Namespace) -> int:
 
 
 def _preflight(args: argparse.Namespace) -> int:
-    from gateway.preflight import run_preflight
+    from gateway.ops.preflight import run_preflight
 
     return run_preflight(args.campaign)
 

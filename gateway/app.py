@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import admin, handlers
-from gateway.handlers import ClaimRoute, PublicDispatch
-from gateway.middlewares import Shedder, envelope
+from gateway.admin import routes as admin
+from gateway.http import routes as handlers
+from gateway.http.middlewares import Shedder, envelope
+from gateway.http.routes import ClaimRoute, PublicDispatch
 from gateway.services import SERVICES, Services
 from gateway.settings import Settings, data_key_bytes
 

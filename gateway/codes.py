@@ -16,7 +16,7 @@ import hashlib
 import os
 
 from gateway import randomness
-from gateway.keys import CROCKFORD
+from gateway.valkey.keys import CROCKFORD
 
 CODE_LENGTH = 20
 _DECODE = {c: c for c in CROCKFORD} | {"I": "1", "L": "1", "O": "0"}

@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway import metrics
-from gateway.auth import Caller
 from gateway.errors import ApiError
-from gateway.redis_errors import redis_call
+from gateway.http.auth import Caller
+from gateway.telemetry import metrics
 from gateway.timefmt import rfc3339_ms
+from gateway.valkey.calls import redis_call
 
 log = logging.getLogger("gateway.risk")
 

@@ -10,18 +10,20 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import codes, keys, tally
-from gateway.auth import ClientIp, Clients
-from gateway.autopipe import AutoPipeline
-from gateway.campaigns import CampaignViews
-from gateway.claim import ClaimDesk, claim_script_constants
-from gateway.metrics import SupplierObserver
-from gateway.reconciler import Reconciler
-from gateway.redeem import RedeemDesk
-from gateway.redis_conn import connect
-from gateway.redis_errors import UNREACHABLE
-from gateway.scripts import Scripts
+from gateway import codes
+from gateway.admin.campaigns import CampaignViews
+from gateway.claims.desk import ClaimDesk, claim_script_constants
+from gateway.http.auth import ClientIp, Clients
+from gateway.redemptions.desk import RedeemDesk
+from gateway.redemptions.reconciler import Reconciler
 from gateway.settings import Settings
+from gateway.telemetry import tally
+from gateway.telemetry.metrics import SupplierObserver
+from gateway.valkey import keys
+from gateway.valkey.autopipe import AutoPipeline
+from gateway.valkey.calls import UNREACHABLE
+from gateway.valkey.connect import connect
+from gateway.valkey.library import Scripts
 from risk.lists import RiskListCache
 from supplier_pool.pool import SupplierPool, SupplierSpec
 from supplier_pool.shared_state import BreakerSync

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.preflight import Campaign, Rehearsal, Spiker, invariants
+from gateway.ops.preflight import Campaign, Rehearsal, Spiker, invariants
 
 ROOT = Path(__file__).resolve().parent.parent
 

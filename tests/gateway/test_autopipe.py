@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.autopipe import FLUSH_AT, AutoPipeline
+from gateway.valkey.autopipe import FLUSH_AT, AutoPipeline
 
 
 async def test_one_loop_turn_of_commands_goes_out_every_flush_at_commands_in_order(

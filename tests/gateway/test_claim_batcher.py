@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError
 
-from gateway.claim_batch import RESULT_ENTRIES, ClaimBatcher
+from gateway.claims.batcher import RESULT_ENTRIES, ClaimBatcher
 
 
 class Function:

@@ -10,13 +10,13 @@ import math
 import uuid
 from typing import Any
 
-from gateway import keys
-from gateway.auth import Caller
-from gateway.claim import ClaimDesk
-from gateway.claim_batch import CLAIMS_PER_CALL
+from gateway.claims.batcher import CLAIMS_PER_CALL
+from gateway.claims.desk import ClaimDesk
 from gateway.errors import ApiError
+from gateway.http.auth import Caller
 from gateway.models import ClaimRequest
 from gateway.services import SERVICES
+from gateway.valkey import keys
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_round_trips import fcall_calls, load_lists
 

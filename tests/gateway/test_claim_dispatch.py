@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from gateway.handlers import PublicDispatch
+from gateway.http.routes import PublicDispatch
 from tests.gateway.conftest import API_KEY, Gateway
 
 

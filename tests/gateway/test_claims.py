@@ -6,7 +6,8 @@ import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 
-from gateway import campaigns, keys
+from gateway.admin import campaigns
+from gateway.valkey import keys
 from tests.gateway.conftest import OTHER_KEY, Gateway
 
 

@@ -19,8 +19,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import MovedError
 
-from gateway import keys
 from gateway.services import SERVICES
+from gateway.valkey import keys
 from tests.cluster import (  # noqa: F401
     LocalCluster,
     cluster_url,

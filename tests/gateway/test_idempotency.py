@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway import keys
+from gateway.valkey import keys
 from tests.gateway.conftest import OTHER_KEY, Gateway
 
 

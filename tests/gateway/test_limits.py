@@ -19,14 +19,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import keys
 from gateway.app import create_app
-from gateway.claim import FIELD_WINDOW_MAX_HITS, Caller, ClaimDesk
+from gateway.claims.desk import FIELD_WINDOW_MAX_HITS, Caller, ClaimDesk
 from gateway.errors import ApiError
 from gateway.models import ClaimRequest, RedeemRequest
-from gateway.redeem import RedeemDesk
+from gateway.redemptions.desk import RedeemDesk
 from gateway.services import SERVICES
 from gateway.settings import parse
+from gateway.valkey import keys
 from risk.lists import RiskLists
 from tests.gateway.conftest import API_KEY, BASE_CONFIG, OTHER_KEY, Gateway
 from tests.served import ADMIN_TOKEN, scrape_until, serve

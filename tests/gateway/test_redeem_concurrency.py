@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway import keys
+from gateway.valkey import keys
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_redemptions import error_code, knobs, sim_orders
 from tests.gateway.test_supplier_resilience import (

@@ -19,12 +19,13 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from gateway import codes, keys
-from gateway.auth import Caller
+from gateway import codes
+from gateway.http.auth import Caller
 from gateway.models import RedeemRequest
-from gateway.reconciler import Reconciler
-from gateway.redeem import RedeemDesk
+from gateway.redemptions.desk import RedeemDesk
+from gateway.redemptions.reconciler import Reconciler
 from gateway.services import SERVICES
+from gateway.valkey import keys
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_redemptions import RECHARGE, error_code, sim_orders
 from tests.gateway.test_supplier_resilience import (

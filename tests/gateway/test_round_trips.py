@@ -9,8 +9,8 @@ import collections
 import uuid
 from typing import Any
 
-from gateway import keys
 from gateway.services import SERVICES
+from gateway.valkey import keys
 from risk.lists import VERSION_KEY
 from supplier_pool.shared_state import BREAKERS_KEY
 from tests.gateway.conftest import Gateway

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway import keys
+from gateway.valkey import keys
 from risk.signing import sign
 from tests.gateway.conftest import Gateway
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from gateway import keys
+from gateway.valkey import keys
 from tests.gateway.test_multiworker import create_campaign
 from tests.served import API_KEY, serve
 

@@ -6,7 +6,7 @@ import random
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from gateway import tally
+from gateway.telemetry import tally
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0)
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gateway import codes, keys
+from gateway import codes
 from gateway.services import SERVICES
+from gateway.valkey import keys
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_redemptions import error_code, knobs, recharge_nobody_delivers
 

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway import codes
-from gateway.keys import CROCKFORD
 from gateway.randomness import RandomPool
 from gateway.timefmt import rfc3339_ms
+from gateway.valkey.keys import CROCKFORD
 
 
 @given(st.integers(min_value=0, max_value=253_402_300_799_999))

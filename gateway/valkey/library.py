@@ -26,7 +26,21 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from gateway.redis_errors import function_lost
+from gateway.valkey.calls import function_lost
+
+# The package whose invariant each script guards, and so holds its .lua file.
+SCRIPT_ROOMS = {
+    "claim": "gateway.claims",
+    "admin_campaign": "gateway.admin",
+    "admin_stock": "gateway.admin",
+    "admin_state": "gateway.admin",
+    "voucher_state": "gateway.admin",
+    "card_add": "gateway.admin",
+    "redeem_guard": "gateway.redemptions",
+    "redeem": "gateway.redemptions",
+    "redeem_settle": "gateway.redemptions",
+    "pending_lease": "gateway.redemptions",
+}
 
 LIBRARIES = (
     ("ratelimit", "sliding_window.lua"),
@@ -52,7 +66,7 @@ def library(names: tuple[str, ...], constants: Mapping[str, str]) -> tuple[str, 
             "do",
             constants.get(name, ""),
             f"redis.register_function('{name}_DIGEST', function(KEYS, ARGV)",
-            read_lua("gateway", f"lua/{name}.lua"),
+            read_lua(SCRIPT_ROOMS[name], f"lua/{name}.lua"),
             "end)",
             "end",
         ]

@@ -26,7 +26,7 @@ from hiredis import pack_command  # RESP encoding in C: a fifth of the Python lo
 from redis.exceptions import ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from gateway.redis_errors import function_lost
+from gateway.valkey.calls import function_lost
 
 
 class _Protocol(asyncio.Protocol):

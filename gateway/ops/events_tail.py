@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 from redis.exceptions import ResponseError
 
-from gateway import keys
-from gateway.redis_conn import connect, embedded_url
 from gateway.settings import load
+from gateway.valkey import keys
+from gateway.valkey.connect import connect, embedded_url
 
 
 def _text(value: Any) -> str:

@@ -22,17 +22,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway import codes, keys, metrics
-from gateway.auth import Caller
-from gateway.cards import open_card
-from gateway.claim import SEP, fingerprint, identities
+from gateway import codes
+from gateway.claims.desk import SEP, fingerprint, identities
 from gateway.errors import ApiError, business, invalid
+from gateway.http.auth import Caller
+from gateway.http.wire import Answer
 from gateway.list_hits import ListHits
 from gateway.models import RedeemRequest, RedemptionView, encoder
-from gateway.redis_errors import redis_call
+from gateway.redemptions.cards import open_card
 from gateway.settings import Settings
+from gateway.telemetry import metrics
 from gateway.timefmt import rfc3339_ms
-from gateway.wire import Answer
+from gateway.valkey import keys
+from gateway.valkey.calls import redis_call
 from ratelimit.prefilter import LocalBlocks
 from ratelimit.rules import Limit, limit_key
 from risk.lists import RiskLists
@@ -40,7 +42,7 @@ from risk.rules import KINDS, RiskRule, velocity_key
 from risk.signing import NONCE_TTL_S, nonce_key_suffix
 from supplier_pool.pool import Delivered, Pending, SupplierPool
 
-log = logging.getLogger("gateway.redeem")
+log = logging.getLogger("gateway.redemptions.desk")
 
 IDEMPOTENCY_TTL_S = 86_400
 GO_ON, NONCE_SPENT, RATE_LIMITED, LOCKED, CHALLENGE = 0, 3, 5, 6, 7

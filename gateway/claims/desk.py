@@ -21,16 +21,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import codes, keys, metrics
-from gateway.auth import Caller
-from gateway.claim_batch import ClaimBatcher
+from gateway import codes
+from gateway.claims.batcher import ClaimBatcher
 from gateway.errors import ApiError, business
+from gateway.http.auth import Caller
+from gateway.http.wire import Answer
 from gateway.list_hits import ListHits
 from gateway.models import ClaimGranted, ClaimRequest, VoucherOut, encoder
-from gateway.redis_errors import redis_call
 from gateway.settings import Settings
+from gateway.telemetry import metrics
 from gateway.timefmt import rfc3339_ms
-from gateway.wire import Answer
+from gateway.valkey import keys
+from gateway.valkey.calls import redis_call
 from ratelimit.prefilter import LocalBlocks
 from ratelimit.rules import Limit, limit_key_prefix
 from risk.lists import RiskLists

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from gateway.server import Master
+from gateway.ops.server import Master
 from gateway.settings import Settings, load
 
 SIM_PORT = 9100
@@ -133,7 +133,7 @@ curl -s {public}/metrics | grep gateway_claims_total
 
 def run_demo(config: str, workers: int | None = None) -> int:
     """Start everything in the foreground; Ctrl-C stops it all."""
-    from gateway import logs
+    from gateway.telemetry import logs
 
     logs.configure("WARNING")
     settings = load(config)

@@ -15,8 +15,8 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-from gateway import metrics
 from gateway.errors import unavailable
+from gateway.telemetry import metrics
 
 T = TypeVar("T")
 log = logging.getLogger("gateway.redis")

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import msgspec
 
-from gateway import logs
 from gateway.settings import Settings, data_key_bytes
+from gateway.telemetry import logs
 
-log = logging.getLogger("gateway.server")
+log = logging.getLogger("gateway.ops.server")
 
 
 def resolve_data_key(settings: Settings) -> bytes:
@@ -131,7 +131,7 @@ class Master:
         return proc
 
     def run(self) -> int:
-        from gateway.redis_conn import EmbeddedValkey
+        from gateway.valkey.connect import EmbeddedValkey
 
         embedded = None
         redis_url = self.settings.redis.url

@@ -15,10 +15,11 @@ from typing import Literal, overload
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway import metrics, randomness, tally
+from gateway import randomness
 from gateway.errors import ApiError, business
+from gateway.http.wire import Answer
 from gateway.models import ErrorBody, ErrorDetail, encoder
-from gateway.wire import Answer
+from gateway.telemetry import metrics, tally
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WireHandler = Callable[[web.Request], Awaitable[Answer]]

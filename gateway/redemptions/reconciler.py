@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway import keys, metrics
-from gateway.redeem import RedeemDesk
-from gateway.redis_errors import UNREACHABLE
+from gateway.redemptions.desk import RedeemDesk
+from gateway.telemetry import metrics
+from gateway.valkey import keys
+from gateway.valkey.calls import UNREACHABLE
 from supplier_pool.pool import Delivered, Failed, SupplierPool
 
-log = logging.getLogger("gateway.reconciler")
+log = logging.getLogger("gateway.redemptions.reconciler")
 BATCH = 100
 
 

@@ -12,12 +12,11 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import codes, keys
-from gateway.auth import admin_token_ok
-from gateway.campaigns import campaign_state, campaign_stats, load_campaign
-from gateway.cards import seal
+from gateway import codes
+from gateway.admin.campaigns import campaign_state, campaign_stats, load_campaign
 from gateway.errors import ApiError, business, invalid, unauthorized
-from gateway.intake import decode, json_response, path_id, read_body, require_json
+from gateway.http.auth import admin_token_ok
+from gateway.http.intake import decode, json_response, path_id, read_body, require_json
 from gateway.models import (
     CampaignPut,
     campaign_decoder,
@@ -25,9 +24,11 @@ from gateway.models import (
     list_decoder,
     stock_decoder,
 )
-from gateway.redis_errors import redis_call
+from gateway.redemptions.cards import seal
 from gateway.services import SERVICES, Services
 from gateway.timefmt import rfc3339_ms, rfc3339_s, to_ms
+from gateway.valkey import keys
+from gateway.valkey.calls import redis_call
 from risk.lists import LIST_NAMES, apply_update, list_key, validate_entries
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -15,10 +15,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
-from gateway import metrics
-from gateway.auth import Caller
 from gateway.errors import business
-from gateway.intake import (
+from gateway.http.auth import Caller
+from gateway.http.intake import (
     checked_id,
     decode,
     idempotency_key,
@@ -27,11 +26,12 @@ from gateway.intake import (
     read_body,
     require_json,
 )
-from gateway.middlewares import REQUEST_ID, Shedder, enveloped
+from gateway.http.middlewares import REQUEST_ID, Shedder, enveloped
+from gateway.http.openapi import OPENAPI_JSON
+from gateway.http.wire import Answer
 from gateway.models import claim_decoder, redeem_decoder
-from gateway.openapi import OPENAPI_JSON
 from gateway.services import SERVICES, Services
-from gateway.wire import Answer
+from gateway.telemetry import metrics
 
 
 async def _intake(request: web.Request, services: Services) -> tuple[Caller, bytes]:

@@ -6,10 +6,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway import keys
 from gateway.models import CampaignView
-from gateway.redis_errors import redis_call
 from gateway.timefmt import rfc3339_s
+from gateway.valkey import keys
+from gateway.valkey.calls import redis_call
 
 CACHE_S = 0.5
 # A campaign hash holds these fields, and one allowance per claimant (keys.allowance_field,
