@@ -51,8 +51,32 @@ class Redis(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     stream_max_len: int = 1_000_000
 
 
+Role = Literal["viewer", "operator", "admin"]
+
+
+class AdminUser(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    token: str
+    role: Role
+
+
 class Admin(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     token: str = ""
+    users: list[AdminUser] = []
+
+    @property
+    def operators(self) -> list[AdminUser]:
+        """Every named admin user; `token`, when set, is an `admin` named `admin` (SPEC 4)."""
+        if not self.token:
+            return list(self.users)
+        return [AdminUser(name="admin", token=self.token, role="admin"), *self.users]
+
+
+class Backend(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8082
+    # A relative sqlite path is kept under redis.data_dir, next to the embedded Valkey's data.
+    database_url: str = "sqlite:///ledger.db"
 
 
 class Security(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -96,6 +120,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     limits: dict[str, list[Limit]] = {}
     risk: Risk = Risk()
     redemption: Redemption = Redemption()
+    backend: Backend = Backend()
 
     @property
     def risk_rules(self) -> list[RiskRule]:
@@ -175,8 +200,8 @@ def validate(settings: Settings) -> None:
     """Check what types alone cannot; raise ConfigError naming the first bad key."""
     _validate_server(settings.server)
     _validate_redis(settings.redis)
-    if not settings.admin.token:
-        raise ConfigError("admin.token: required (or set GATEWAY_ADMIN_TOKEN)")
+    _validate_admin(settings.admin)
+    _validate_backend(settings.backend)
     if settings.security.data_key:
         data_key_bytes(settings.security.data_key)
     if settings.redemption.sweep_after_s < 2 or settings.redemption.reconcile_interval_s <= 0:
@@ -188,6 +213,37 @@ def validate(settings: Settings) -> None:
         validate_rules(settings.risk.rules)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _validate_admin(admin: Admin) -> None:
+    if not admin.token and not admin.users:
+        raise ConfigError(
+            "admin.token: required unless admin.users is set (or GATEWAY_ADMIN_TOKEN)"
+        )
+    names: set[str] = {"admin"} if admin.token else set()
+    tokens: set[str] = {admin.token} if admin.token else set()
+    for i, user in enumerate(admin.users):
+        where = f"admin.users[{i}]"
+        if not _ID_RE.match(user.name):
+            raise ConfigError(f"{where}.name: 1-64 of A-Z a-z 0-9 _ . -, got {user.name!r}")
+        if user.name in names:
+            raise ConfigError(f"{where}.name: duplicate admin user name {user.name!r}")
+        if len(user.token) < 8:
+            raise ConfigError(f"{where}.token: at least 8 characters")
+        if user.token in tokens:
+            raise ConfigError(f"{where}.token: the same token is given to two admin users")
+        names.add(user.name)
+        tokens.add(user.token)
+
+
+def _validate_backend(backend: Backend) -> None:
+    if not 0 <= backend.port <= 65535:
+        raise ConfigError(f"backend.port: must be 0..65535, got {backend.port}")
+    if not backend.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError(
+            "backend.database_url: must be sqlite:///PATH or postgresql://..., "
+            f"got {backend.database_url!r}"
+        )
 
 
 def _validate_server(server: Server) -> None:
