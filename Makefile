@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck fuzz bench loadtest preflight clean
+.PHONY: install run test check lint typecheck fuzz bench loadtest preflight clean
 
 install: $(STAMP)
 
@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/gateway demo
 
+# pytest's exit 5 (no tests collected) is a failure, never a silent pass.
 test: install
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+		if [ $$rc -eq 5 ]; then echo 'pytest collected no tests' >&2; exit 1; fi; exit $$rc
+
+check: lint typecheck test
 
 lint: install
 	$(BIN)/ruff check .

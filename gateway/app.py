@@ -1,17 +1,151 @@
-"""create_app: the one place that wires the public and admin applications."""
+"""create_app: the one place that wires a worker: what it holds and its two applications."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from aiohttp import web
 
-from gateway.admin import routes as admin
-from gateway.http import routes as handlers
+from gateway import codes
+from gateway.admin import routes as admin_routes
+from gateway.admin.campaigns import CampaignViews
+from gateway.claims.desk import ClaimDesk, claim_script_constants
+from gateway.http import routes as public_routes
+from gateway.http.auth import ClientIp, Clients
 from gateway.http.middlewares import Shedder, envelope
 from gateway.http.routes import ClaimRoute, PublicDispatch
-from gateway.services import SERVICES, Services
+from gateway.redemptions.desk import RedeemDesk
+from gateway.redemptions.reconciler import Reconciler
 from gateway.settings import Settings, data_key_bytes
+from gateway.telemetry import tally
+from gateway.telemetry.metrics import SupplierObserver
+from gateway.valkey import keys
+from gateway.valkey.autopipe import AutoPipeline
+from gateway.valkey.calls import UNREACHABLE
+from gateway.valkey.connect import connect
+from gateway.valkey.library import Scripts
+from risk.lists import RiskListCache
+from supplier_pool.pool import SupplierPool, SupplierSpec
+from supplier_pool.shared_state import BreakerSync
+
+log = logging.getLogger("gateway.app")
+LISTS_REFRESH_S = 0.5
+METRICS_FLUSH_S = 1.0  # how stale a scrape may see another worker's counts
+
+
+class Services:
+    """Built by create_app; started and closed by the public app's cleanup context."""
+
+    def __init__(self, settings: Settings, redis_url: str, data_key: bytes | None = None) -> None:
+        self.settings = settings
+        self.redis_url = redis_url
+        self.data_key = data_key
+        self.code_key = codes.code_key(data_key)
+        self.clients = Clients(settings.clients)
+        self.client_ip = ClientIp(settings.server.trusted_proxies)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Connect, load scripts (tolerating Redis being down: /readyz says so) and start tasks."""
+        self.redis: Any = connect(self.redis_url, self.settings.redis.timeout_s)
+        self.fast = (
+            AutoPipeline(self.redis_url, self.settings.redis.timeout_s)
+            if AutoPipeline.supports(self.redis_url)
+            else None
+        )
+        self.scripts = Scripts(
+            self.redis, self.fast, {"claim": claim_script_constants(self.settings)}
+        )
+        await self._load_scripts()
+        self.lists = RiskListCache()
+        self.claims = ClaimDesk(
+            self.redis, self.scripts, self.settings, self.lists.lists, self.code_key
+        )
+        self.views = CampaignViews(self.redis)
+        specs = [
+            SupplierSpec(
+                id=s.id,
+                base_url=s.base_url,
+                timeout_s=s.timeout_s,
+                max_concurrency=s.max_concurrency,
+                priority=s.priority,
+            )
+            for s in self.settings.suppliers
+        ]
+        self.pool = SupplierPool(specs, observer=SupplierObserver())
+        self.breakers = BreakerSync(self.redis, self.pool)
+        self.redemptions = RedeemDesk(
+            self.redis, self.scripts, self.settings, self.pool, self.data_key, self.lists.lists
+        )
+        redemption = self.settings.redemption
+        self.reconciler = Reconciler(
+            self.redis, self.scripts, self.pool, self.redemptions, redemption.reconcile_interval_s
+        )
+        self._spawn(self._refresh_lists())
+        self._spawn(self.breakers.run())
+        self._spawn(self.reconciler.run())
+        self._spawn(self._flush_metrics())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(coro))
+
+    async def _load_scripts(self) -> bool:
+        try:
+            await self.scripts.load_all()
+            # Streams not tied to a campaign, registered for `events tail` and consumers.
+            await self.redis.sadd(keys.EVENT_STREAMS, keys.ADMIN_EVENTS)
+            await self.redis.sadd(keys.EVENT_STREAMS, keys.events(keys.GUARD_TAG))
+        except UNREACHABLE:
+            log.warning("redis unreachable; scripts will load when it answers")
+            return False
+        return True
+
+    async def _refresh_lists(self) -> None:
+        while True:
+            try:
+                await self.lists.refresh_if_changed(self.redis)
+            except UNREACHABLE:
+                pass
+            except Exception:
+                log.exception("risk list refresh failed")
+            await asyncio.sleep(LISTS_REFRESH_S)
+
+    async def _flush_metrics(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(METRICS_FLUSH_S)
+                tally.flush()
+        finally:
+            tally.flush()  # what the last second counted, before the worker goes
+
+    async def ready(self) -> bool:
+        """Redis answers and holds every script (loading them if a restart lost them)."""
+        try:
+            await self.redis.ping()
+            return await self.scripts.all_loaded() or await self._load_scripts()
+        except UNREACHABLE:
+            return False
+
+    async def close(self) -> None:
+        # Cancel until done: on Python 3.11 a cancel can be swallowed inside redis-py's
+        # asyncio.wait_for (CPython gh-86296), and one lost cancel would hang shutdown.
+        for task in self._tasks:
+            while not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=0.1)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                task.result()
+        await self.pool.close()
+        if self.fast is not None:
+            await self.fast.aclose()
+        await self.redis.aclose()
+
+
+SERVICES = web.AppKey("services", Services)
 
 
 def create_app(
@@ -34,9 +168,10 @@ def create_app(
         client_max_size=settings.server.max_body_bytes,
     )
     public[SERVICES] = services
+    public[public_routes.WORKER] = services
     public.cleanup_ctx.append(services_ctx)
     claims = ClaimRoute(services)
-    handlers.add_routes(public, claims)
+    public_routes.add_routes(public, claims)
     # aiohttp builds the server's request handler from `app._handle` when the app starts
     # (AppRunner and TestServer alike); the dispatch sends claims past the router and the
     # middleware chain and everything else to the original (pinned by test_claim_dispatch).
@@ -44,5 +179,6 @@ def create_app(
 
     admin_app = web.Application(middlewares=[envelope], client_max_size=4 * 1024 * 1024)
     admin_app[SERVICES] = services
-    admin.add_routes(admin_app)
+    admin_app[admin_routes.WORKER] = services
+    admin_routes.add_routes(admin_app)
     return public, admin_app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 
@@ -78,6 +79,15 @@ STATUS = {
     "pool_empty": 503,
     "redemption_not_found": 404,
 }
+
+
+def rate_limited(retry_ms: float, limit: int | None = None) -> ApiError:
+    """429 with Retry-After and RateLimit-* headers (seconds, rounded up, at least 1)."""
+    seconds = str(max(1, math.ceil(retry_ms / 1000)))
+    headers = {"Retry-After": seconds, "RateLimit-Remaining": "0", "RateLimit-Reset": seconds}
+    if limit is not None:
+        headers["RateLimit-Limit"] = str(limit)
+    return business("rate_limited", headers)
 
 
 def business(code: str, headers: Mapping[str, str] | None = None) -> ApiError:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import ApiError
-from gateway.http.auth import Caller
+from gateway.models import Caller
 from gateway.telemetry import metrics
 from gateway.timefmt import rfc3339_ms
 from gateway.valkey.calls import redis_call

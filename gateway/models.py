@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
@@ -120,3 +120,16 @@ def describe_decode_error(exc: msgspec.DecodeError) -> str:
     if isinstance(exc, msgspec.ValidationError):
         return text.replace("`$.", "`").replace("`$`", "the body")
     return f"body is not valid JSON: {text}"
+
+
+class Caller(NamedTuple):
+    """Who is asking: the authenticated client, the end user's IP, the request id."""
+
+    client_id: str
+    ip: str
+    request_id: str
+    nonce: str | None = None
+
+    def identities(self, user_id: str, device_id: str) -> dict[str, str]:
+        """What each limit or rule dimension (`by`, `per`, `member`) names in this request."""
+        return {"ip": self.ip, "device": device_id, "user": user_id, "client": self.client_id}

@@ -6,16 +6,16 @@ the stream matches the state exactly.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from gateway import codes
 from gateway.admin.campaigns import campaign_state, campaign_stats, load_campaign
 from gateway.errors import ApiError, business, invalid, unauthorized
-from gateway.http.auth import admin_token_ok
 from gateway.http.intake import decode, json_response, path_id, read_body, require_json
 from gateway.models import (
     CampaignPut,
@@ -25,11 +25,28 @@ from gateway.models import (
     stock_decoder,
 )
 from gateway.redemptions.cards import seal
-from gateway.services import SERVICES, Services
+from gateway.settings import Settings
 from gateway.timefmt import rfc3339_ms, rfc3339_s, to_ms
 from gateway.valkey import keys
 from gateway.valkey.calls import redis_call
+from gateway.valkey.library import Scripts
 from risk.lists import LIST_NAMES, apply_update, list_key, validate_entries
+from supplier_pool.pool import SupplierPool
+from supplier_pool.shared_state import BreakerSync
+
+
+class Worker(Protocol):
+    """What the admin routes use of the worker's services (gateway.app.Services)."""
+
+    settings: Settings
+    redis: Any
+    scripts: Scripts
+    data_key: bytes | None
+    pool: SupplierPool
+    breakers: BreakerSync
+
+
+WORKER = web.AppKey("admin_worker", Worker)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -37,9 +54,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def require_admin(request: web.Request, handler: Handler) -> web.StreamResponse:
     """401 unless the request carries the admin bearer token."""
-    if not admin_token_ok(request, request.app[SERVICES].settings.admin.token):
+    if not _token_ok(request, request.app[WORKER].settings.admin.token):
         raise unauthorized("missing or wrong admin token")
     return await handler(request)
+
+
+def _token_ok(request: web.Request, token: str) -> bool:
+    """Constant-time check of `Authorization: Bearer <admin token>`."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
 
 
 def _now() -> tuple[int, str]:
@@ -47,12 +73,12 @@ def _now() -> tuple[int, str]:
     return now_ms, rfc3339_ms(now_ms)
 
 
-async def _body(request: web.Request, services: Services) -> bytes:
+async def _body(request: web.Request, services: Worker) -> bytes:
     require_json(request)
     return await read_body(request, 4 * 1024 * 1024, services.settings.server.body_timeout_s)
 
 
-def _check_campaign(put: CampaignPut, services: Services) -> None:
+def _check_campaign(put: CampaignPut, services: Worker) -> None:
     if put.starts_at.tzinfo is None or put.ends_at.tzinfo is None:
         raise invalid("starts_at and ends_at must be RFC 3339 times with an offset (Z for UTC)")
     if put.ends_at <= put.starts_at:
@@ -109,7 +135,7 @@ def campaign_document(campaign_id: str, fields: dict[str, str]) -> dict[str, Any
     }
 
 
-async def _document(services: Services, campaign_id: str, status: int = 200) -> web.Response:
+async def _document(services: Worker, campaign_id: str, status: int = 200) -> web.Response:
     fields = await load_campaign(services.redis, campaign_id)
     if fields is None:
         raise business("campaign_not_found")
@@ -117,7 +143,7 @@ async def _document(services: Services, campaign_id: str, status: int = 200) -> 
 
 
 async def put_campaign(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+    services = request.app[WORKER]
     campaign_id = path_id(request, "campaign_id")
     put = decode(campaign_decoder, await _body(request, services))
     _check_campaign(put, services)
@@ -143,7 +169,7 @@ async def put_campaign(request: web.Request) -> web.Response:
 
 
 async def change_stock(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+    services = request.app[WORKER]
     campaign_id = path_id(request, "campaign_id")
     change = decode(stock_decoder, await _body(request, services))
     tag = keys.shard_tag(campaign_id)
@@ -162,7 +188,7 @@ async def change_stock(request: web.Request) -> web.Response:
 
 def _set_paused(paused: bool) -> Handler:
     async def handler(request: web.Request) -> web.Response:
-        services = request.app[SERVICES]
+        services = request.app[WORKER]
         campaign_id = path_id(request, "campaign_id")
         tag = keys.shard_tag(campaign_id)
         _, now_text = _now()
@@ -186,11 +212,11 @@ def _set_paused(paused: bool) -> Handler:
 
 
 async def get_campaign(request: web.Request) -> web.Response:
-    return await _document(request.app[SERVICES], path_id(request, "campaign_id"))
+    return await _document(request.app[WORKER], path_id(request, "campaign_id"))
 
 
 async def stats(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+    services = request.app[WORKER]
     document = await campaign_stats(services.redis, path_id(request, "campaign_id"))
     if document is None:
         raise business("campaign_not_found")
@@ -198,7 +224,7 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def put_risk_list(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+    services = request.app[WORKER]
     name = request.match_info["list"]
     if name not in LIST_NAMES:
         raise ApiError(404, "list_not_found", f"no such list; known: {', '.join(LIST_NAMES)}")
@@ -231,7 +257,7 @@ async def put_risk_list(request: web.Request) -> web.Response:
 
 
 async def add_cards(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+    services = request.app[WORKER]
     campaign_id = path_id(request, "campaign_id")
     upload = decode(cards_decoder, await _body(request, services))
     if services.data_key is None:
@@ -261,7 +287,7 @@ VOUCHER_RESULTS = {0: "voucher_not_found", 2: "voucher_redeemed", 3: "request_in
 
 def _voucher_state(action: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
-        services = request.app[SERVICES]
+        services = request.app[WORKER]
         code = codes.normalise_code(request.match_info["code"])
         if code is None:
             raise business("voucher_not_found")
@@ -288,12 +314,12 @@ def _voucher_state(action: str) -> Handler:
 
 
 async def list_suppliers(request: web.Request) -> web.Response:
-    return json_response({"suppliers": request.app[SERVICES].pool.snapshot()})
+    return json_response({"suppliers": request.app[WORKER].pool.snapshot()})
 
 
 def _supplier_action(action: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
-        services = request.app[SERVICES]
+        services = request.app[WORKER]
         supplier_id = request.match_info["supplier_id"]
         if supplier_id not in services.pool.supplier_ids:
             raise ApiError(404, "supplier_not_found", "no such supplier")

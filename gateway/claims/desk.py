@@ -14,8 +14,6 @@ grant writes one key, not two.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +21,11 @@ from typing import Any
 
 from gateway import codes
 from gateway.claims.batcher import ClaimBatcher
-from gateway.errors import ApiError, business
-from gateway.http.auth import Caller
+from gateway.errors import ApiError, business, rate_limited
 from gateway.http.wire import Answer
 from gateway.list_hits import ListHits
-from gateway.models import ClaimGranted, ClaimRequest, VoucherOut, encoder
+from gateway.models import Caller, ClaimGranted, ClaimRequest, VoucherOut, encoder
+from gateway.records import IDEMPOTENCY_TTL_S, REFUSALS, SEP, Outcome, fingerprint
 from gateway.settings import Settings
 from gateway.telemetry import metrics
 from gateway.timefmt import rfc3339_ms
@@ -39,22 +37,11 @@ from risk.lists import RiskLists
 from risk.rules import KINDS, RiskRule, velocity_key
 from risk.signing import NONCE_TTL_S, nonce_key_suffix
 
-IDEMPOTENCY_TTL_S = 86_400
 # Claim limits by user or device admitting at most this many hits keep their sliding-window
 # log in the claimant's allowance field of the campaign hash (ratelimit/field_window.lua).
 FIELD_WINDOW_MAX_HITS = 16
 CLAIMANT_FIELDS = {"user": "u", "device": "d"}  # limit dimension -> allowance field kind
 SOLD_OUT_FLAG_S = 0.5  # < 1 s, so stock added (or a pause) later is seen within a second
-SEP = "\x1f"
-
-GRANTED, REPLAY, NONCE_SPENT, NOT_FOUND, RATE_LIMITED = 0, 1, 3, 4, 5
-REJECTIONS = {
-    6: "risk_denied",
-    7: "challenge_required",
-    8: "campaign_not_active",
-    9: "limit_reached",
-    10: "sold_out",
-}
 
 
 KEYRINGS_KEPT = 4096  # campaign ids come from request paths: the cache must stay bounded
@@ -131,35 +118,6 @@ def claim_script_constants(settings: Settings) -> str:
     )
 
 
-def fingerprint(*parts: str) -> str:
-    """A short digest of what makes two requests 'the same' for idempotency."""
-    return hashlib.blake2b(SEP.join(parts).encode(), digest_size=8).hexdigest()
-
-
-def identities(req: ClaimRequest | Any, caller: Caller) -> dict[str, str]:
-    """What each limit or rule dimension (`by`, `per`, `member`) names in this request."""
-    return {
-        "ip": caller.ip,
-        "device": str(req.device_id),
-        "user": str(req.user_id),
-        "client": caller.client_id,
-    }
-
-
-def rate_limited(limit: Limit, retry_after_ms: float) -> ApiError:
-    """429 with Retry-After and the RateLimit-* headers (seconds, rounded up, at least 1)."""
-    seconds = str(max(1, math.ceil(retry_after_ms / 1000)))
-    return business(
-        "rate_limited",
-        {
-            "Retry-After": seconds,
-            "RateLimit-Limit": str(limit.limit),
-            "RateLimit-Remaining": "0",
-            "RateLimit-Reset": seconds,
-        },
-    )
-
-
 class ClaimDesk:
     """Decides claims for one worker; holds the worker's local caches."""
 
@@ -218,7 +176,7 @@ class ClaimDesk:
         ring = self._keyring(campaign_id)
         tag = ring.tag
         # Both ids passed the request schema (1-128 characters, no control characters).
-        ids = identities(req, caller)
+        ids = caller.identities(req.user_id, req.device_id)
         limit_keys = [prefix + ids[by] for by, prefix in ring.limit_prefixes]
         blocked = self._check_local(req, caller, limit_keys, now)
         if blocked is not None:
@@ -279,7 +237,7 @@ class ClaimDesk:
             if left > 0:
                 metrics.ratelimit_rejections.labels("claim", lim.by, "local").inc()
                 metrics.claims.labels("rate_limited").inc()
-                raise rate_limited(lim, left * 1000)
+                raise rate_limited(left * 1000, lim.limit)
         return self._lists.blocked_by(req.user_id, req.device_id, caller.ip)
 
     async def _sold_out_locally(self, campaign_id: str, voucher_key: str, now: float) -> bool:
@@ -328,19 +286,19 @@ class ClaimDesk:
         for index in result[3].split(b",") if result[3] else ():
             rule = rules[int(index) - 1]
             metrics.risk_decisions.labels(rule.id, rule.decision, rule.mode).inc()
-        if outcome == GRANTED:
+        if outcome == Outcome.OK:
             metrics.claims.labels("granted").inc()
             metrics.stock_left.labels(campaign_id).set(int(result[2]))
             return self._granted(campaign_id, req.user_id, code, claim_id, int(result[1]))
-        if outcome == REPLAY:
+        if outcome == Outcome.REPLAY:
             return self._replay(campaign_id, req.user_id, code, request_fp, result[1])
-        if outcome == RATE_LIMITED:
+        if outcome == Outcome.RATE_LIMITED:
             lim = self._limits[int(result[1]) - 1]
             retry_ms = int(result[2])
             self.prefilter.block(limit_keys[int(result[1]) - 1], now + retry_ms / 1000)
             metrics.ratelimit_rejections.labels("claim", lim.by, "redis").inc()
             metrics.claims.labels("rate_limited").inc()
-            raise rate_limited(lim, retry_ms)
+            raise rate_limited(retry_ms, lim.limit)
         error = self._rejection(outcome)
         if error.code == "sold_out":
             self._soldout_until[campaign_id] = now + SOLD_OUT_FLAG_S
@@ -349,11 +307,11 @@ class ClaimDesk:
 
     @staticmethod
     def _rejection(outcome: int) -> ApiError:
-        if outcome == NONCE_SPENT:
+        if outcome == Outcome.NONCE_SPENT:
             return ApiError(401, "unauthorized", "request signature nonce already used")
-        if outcome == NOT_FOUND:
+        if outcome == Outcome.NOT_FOUND:
             return business("campaign_not_found")
-        return business(REJECTIONS[outcome])
+        return business(REFUSALS[Outcome(outcome)])
 
     @staticmethod
     def _granted(
@@ -382,6 +340,6 @@ class ClaimDesk:
             answer = self._granted(campaign_id, user_id, code, codes.claim_id_for(code), int(value))
             answer.headers["Idempotent-Replayed"] = "true"
             return answer
-        error = business(REJECTIONS[int(value)], {"Idempotent-Replayed": "true"})
+        error = business(REFUSALS[Outcome(int(value))], {"Idempotent-Replayed": "true"})
         error.request_id = who
         raise error

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import ipaddress
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 from aiohttp import web
 
 from gateway.errors import unauthorized
 from gateway.settings import Client
 from risk.signing import verify
-
-
-class Caller(NamedTuple):
-    """Who is asking: the authenticated client, the end user's IP, the request id."""
-
-    client_id: str
-    ip: str
-    request_id: str
-    nonce: str | None = None
 
 
 def _digest(api_key: str) -> bytes:
@@ -68,15 +57,6 @@ class Clients:
         if not check.ok:
             raise unauthorized(f"request signature rejected: {check.reason}")
         return headers["X-Nonce"]
-
-
-def admin_token_ok(request: web.Request, token: str) -> bool:
-    """Constant-time check of `Authorization: Bearer <admin token>`."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    )
 
 
 class ClientIp:

@@ -11,12 +11,15 @@ way and gets aiohttp's own responses.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
+from gateway.admin.campaigns import CampaignViews
+from gateway.claims.desk import ClaimDesk
 from gateway.errors import business
-from gateway.http.auth import Caller
+from gateway.http.auth import ClientIp, Clients
 from gateway.http.intake import (
     checked_id,
     decode,
@@ -29,12 +32,29 @@ from gateway.http.intake import (
 from gateway.http.middlewares import REQUEST_ID, Shedder, enveloped
 from gateway.http.openapi import OPENAPI_JSON
 from gateway.http.wire import Answer
-from gateway.models import claim_decoder, redeem_decoder
-from gateway.services import SERVICES, Services
+from gateway.models import Caller, claim_decoder, redeem_decoder
+from gateway.redemptions.desk import RedeemDesk
+from gateway.settings import Settings
 from gateway.telemetry import metrics
 
 
-async def _intake(request: web.Request, services: Services) -> tuple[Caller, bytes]:
+class Worker(Protocol):
+    """What the public routes use of the worker's services (gateway.app.Services)."""
+
+    settings: Settings
+    clients: Clients
+    client_ip: ClientIp
+    claims: ClaimDesk
+    redemptions: RedeemDesk
+    views: CampaignViews
+
+    async def ready(self) -> bool: ...
+
+
+WORKER = web.AppKey("public_worker", Worker)
+
+
+async def _intake(request: web.Request, services: Worker) -> tuple[Caller, bytes]:
     """Auth, content type, body and signature: what every POST of the public API shares."""
     client = services.clients.authenticate(request)
     require_json(request)
@@ -53,7 +73,7 @@ CAMPAIGN_ID = web.RequestKey("campaign_id", str)
 class ClaimRoute:
     """POST /v1/campaigns/{campaign_id}/claims: intake, one decision, the answer."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Worker) -> None:
         self._services = services
 
     async def __call__(self, request: web.Request) -> Answer:
@@ -116,7 +136,7 @@ def _respond(answer: Answer) -> web.Response:
 
 
 async def redeem(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+    services = request.app[WORKER]
     caller, body = await _intake(request, services)
     key = idempotency_key(request)
     redeem_request = decode(redeem_decoder, body)
@@ -124,14 +144,14 @@ async def redeem(request: web.Request) -> web.Response:
 
 
 async def get_redemption(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+    services = request.app[WORKER]
     client = services.clients.authenticate(request)
     redemption_id = path_id(request, "redemption_id")
     return _respond(await services.redemptions.get(redemption_id, client.id))
 
 
 async def get_campaign(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+    services = request.app[WORKER]
     services.clients.authenticate(request)
     view = await services.views.get(path_id(request, "campaign_id"))
     if view is None:
@@ -144,7 +164,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+    services = request.app[WORKER]
     if await services.ready():
         return json_response({"status": "ready"})
     return json_response({"status": "not_ready", "redis": "unreachable or scripts missing"}, 503)

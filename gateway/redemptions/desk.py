@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from gateway import codes
-from gateway.claims.desk import SEP, fingerprint, identities
-from gateway.errors import ApiError, business, invalid
-from gateway.http.auth import Caller
+from gateway.errors import ApiError, business, invalid, rate_limited
 from gateway.http.wire import Answer
 from gateway.list_hits import ListHits
-from gateway.models import RedeemRequest, RedemptionView, encoder
+from gateway.models import Caller, RedeemRequest, RedemptionView, encoder
+from gateway.records import IDEMPOTENCY_TTL_S, REFUSALS, SEP, Outcome, fingerprint
 from gateway.redemptions.cards import open_card
 from gateway.settings import Settings
 from gateway.telemetry import metrics
@@ -44,17 +42,6 @@ from supplier_pool.pool import Delivered, Pending, SupplierPool
 
 log = logging.getLogger("gateway.redemptions.desk")
 
-IDEMPOTENCY_TTL_S = 86_400
-GO_ON, NONCE_SPENT, RATE_LIMITED, LOCKED, CHALLENGE = 0, 3, 5, 6, 7
-DELIVERED, REPLAY, KEY_REUSED, NOT_FOUND, RESERVED = 0, 1, 2, 4, 11
-REJECTIONS = {
-    12: "voucher_redeemed",
-    13: "voucher_frozen",
-    14: "voucher_expired",
-    15: "request_in_progress",
-    16: "pool_empty",
-}
-
 
 class Abandoned(Exception):
     """The redemption stopped being pending (settled elsewhere): call no supplier."""
@@ -62,14 +49,6 @@ class Abandoned(Exception):
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _retry_headers(retry_ms: float, limit: int | None = None) -> dict[str, str]:
-    seconds = str(max(1, math.ceil(retry_ms / 1000)))
-    headers = {"Retry-After": seconds, "RateLimit-Remaining": "0", "RateLimit-Reset": seconds}
-    if limit is not None:
-        headers["RateLimit-Limit"] = str(limit)
-    return headers
 
 
 class RedeemDesk:
@@ -104,7 +83,7 @@ class RedeemDesk:
     # -- the guard ------------------------------------------------------------------------
 
     def _guard_keys(self, req: RedeemRequest, caller: Caller) -> tuple[list[str], list[str]]:
-        ids = identities(req, caller)
+        ids = caller.identities(req.user_id, req.device_id)
         limit_keys = [
             keys.scoped(keys.GUARD_TAG, limit_key("redeem", lim, ids[lim.by]))
             for lim in self._limits
@@ -120,12 +99,12 @@ class RedeemDesk:
             left = self.prefilter.blocked_for(key, now)
             if left > 0:
                 metrics.ratelimit_rejections.labels("redeem", lim.by, "local").inc()
-                raise business("rate_limited", _retry_headers(left * 1000, lim.limit))
+                raise rate_limited(left * 1000, lim.limit)
         for key in rule_keys:
             left = self.prefilter.blocked_for(key, now)
             if left > 0:
                 metrics.ratelimit_rejections.labels("redeem", "failures", "local").inc()
-                raise business("rate_limited", _retry_headers(left * 1000))
+                raise rate_limited(left * 1000)
 
     async def _guard(
         self, mode: str, req: RedeemRequest, caller: Caller, refund: list[Any] | None = None
@@ -188,22 +167,22 @@ class RedeemDesk:
         rule_keys: list[str],
         now: float,
     ) -> None:
-        if outcome == GO_ON:
+        if outcome == Outcome.OK:
             return
-        if outcome == NONCE_SPENT:
+        if outcome == Outcome.NONCE_SPENT:
             raise ApiError(401, "unauthorized", "request signature nonce already used")
-        if outcome == RATE_LIMITED:
+        if outcome == Outcome.RATE_LIMITED:
             lim = self._limits[index - 1]
             self.prefilter.block(limit_keys[index - 1], now + retry_ms / 1000)
             metrics.ratelimit_rejections.labels("redeem", lim.by, "redis").inc()
-            raise business("rate_limited", _retry_headers(retry_ms, lim.limit))
-        if outcome == LOCKED:
+            raise rate_limited(retry_ms, lim.limit)
+        if outcome == Outcome.DENIED:
             # Each denying rule's key is remembered for its own retry, never a longer one.
             for i, rule_retry_ms in zip(fired, retries, strict=True):
                 if int(rule_retry_ms) > 0:
                     self.prefilter.block(rule_keys[int(i) - 1], now + int(rule_retry_ms) / 1000)
             metrics.ratelimit_rejections.labels("redeem", "failures", "redis").inc()
-            raise business("rate_limited", _retry_headers(retry_ms))
+            raise rate_limited(retry_ms)
         raise business("challenge_required")
 
     # -- the decision ---------------------------------------------------------------------
@@ -282,24 +261,24 @@ class RedeemDesk:
             ),
         )
         outcome = int(outcome)
-        if outcome == DELIVERED:
+        if outcome == Outcome.OK:
             metrics.redemptions.labels("delivered").inc()
             return await self.answer(tag, _text(a))
-        if outcome == RESERVED:
+        if outcome == Outcome.RESERVED:
             return await self._recharge(tag, rid, _text(a), _text(b), req.account or "")
-        if outcome == REPLAY:
+        if outcome == Outcome.REPLAY:
             return await self._replay(tag, _text(a))
         return await self._refuse(outcome)
 
     async def _refuse(self, outcome: int) -> Answer:
-        if outcome == NOT_FOUND:  # already counted as a failure by the guard
+        if outcome == Outcome.NOT_FOUND:  # already counted as a failure by the guard
             metrics.redemptions.labels("voucher_not_found").inc()
             raise business("voucher_not_found")
-        if outcome == KEY_REUSED:
+        if outcome == Outcome.KEY_REUSED:
             raise business("idempotency_key_reused")
-        if outcome == 17:
+        if outcome == Outcome.ACCOUNT_MISSING:
             raise invalid("account is required to redeem a direct_recharge benefit")
-        code = REJECTIONS[outcome]
+        code = REFUSALS[Outcome(outcome)]
         metrics.redemptions.labels(code).inc()
         raise business(code)
 
@@ -310,7 +289,7 @@ class RedeemDesk:
             answer = await self.answer(tag, rest[0])
             answer.headers["Idempotent-Replayed"] = "true"
             return answer
-        error = business(REJECTIONS[int(rest[0])], {"Idempotent-Replayed": "true"})
+        error = business(REFUSALS[Outcome(int(rest[0]))], {"Idempotent-Replayed": "true"})
         error.request_id = rest[1]
         raise error
 

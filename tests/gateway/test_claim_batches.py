@@ -10,12 +10,11 @@ import math
 import uuid
 from typing import Any
 
+from gateway.app import SERVICES
 from gateway.claims.batcher import CLAIMS_PER_CALL
 from gateway.claims.desk import ClaimDesk
 from gateway.errors import ApiError
-from gateway.http.auth import Caller
-from gateway.models import ClaimRequest
-from gateway.services import SERVICES
+from gateway.models import Caller, ClaimRequest
 from gateway.valkey import keys
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_round_trips import fcall_calls, load_lists

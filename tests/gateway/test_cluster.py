@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import MovedError
 
-from gateway.services import SERVICES
+from gateway.app import SERVICES
 from gateway.valkey import keys
 from tests.cluster import (  # noqa: F401
     LocalCluster,

@@ -19,12 +19,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import create_app
-from gateway.claims.desk import FIELD_WINDOW_MAX_HITS, Caller, ClaimDesk
+from gateway.app import SERVICES, create_app
+from gateway.claims.desk import FIELD_WINDOW_MAX_HITS, ClaimDesk
 from gateway.errors import ApiError
-from gateway.models import ClaimRequest, RedeemRequest
+from gateway.models import Caller, ClaimRequest, RedeemRequest
 from gateway.redemptions.desk import RedeemDesk
-from gateway.services import SERVICES
 from gateway.settings import parse
 from gateway.valkey import keys
 from risk.lists import RiskLists

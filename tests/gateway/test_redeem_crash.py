@@ -20,11 +20,10 @@ import aiohttp
 import pytest
 
 from gateway import codes
-from gateway.http.auth import Caller
-from gateway.models import RedeemRequest
+from gateway.app import SERVICES
+from gateway.models import Caller, RedeemRequest
 from gateway.redemptions.desk import RedeemDesk
 from gateway.redemptions.reconciler import Reconciler
-from gateway.services import SERVICES
 from gateway.valkey import keys
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_redemptions import RECHARGE, error_code, sim_orders

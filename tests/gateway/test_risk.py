@@ -13,11 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import codes
-from gateway.claims.desk import Caller
+from gateway.app import SERVICES
 from gateway.errors import ApiError
-from gateway.models import RedeemRequest
+from gateway.models import Caller, RedeemRequest
 from gateway.redemptions.desk import RedeemDesk
-from gateway.services import SERVICES
 from gateway.valkey import keys
 from risk.lists import VERSION_KEY, list_key
 from tests.gateway.conftest import Gateway

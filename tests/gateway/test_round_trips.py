@@ -9,7 +9,7 @@ import collections
 import uuid
 from typing import Any
 
-from gateway.services import SERVICES
+from gateway.app import SERVICES
 from gateway.valkey import keys
 from risk.lists import VERSION_KEY
 from supplier_pool.shared_state import BREAKERS_KEY

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from gateway import codes
-from gateway.services import SERVICES
+from gateway.app import SERVICES
 from gateway.valkey import keys
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_redemptions import error_code, knobs, recharge_nobody_delivers
