@@ -1,8 +1,8 @@
 """Metric updates in plain Python numbers, folded into prometheus_client off the hot path.
 
 With several workers, every prometheus_client update is a locked write into a memory-mapped
-file plus a pid check (a syscall): about 3 µs, and a claim makes eight of them. Here an update
-adds to a number the worker owns; `flush()` (every second, before each `/metrics` render and
+file plus a pid check (a syscall), too dear for the claim path. Here an update adds to a
+number the worker owns; `flush()` (every second, before each `/metrics` render and
 at shutdown) hands the sums to the real metrics. A scrape therefore sees a worker's counts at
 most a second late, the same freshness the SPEC allows the campaign view.
 

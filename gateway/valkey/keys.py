@@ -52,10 +52,9 @@ def allowance_field(kind: str, identity: str) -> bytes:
     """A claimant's allowance field in the campaign hash: `kind` (`u` user, `d` device) and
     the 8-byte BLAKE2b of the id.
 
-    9 bytes whatever the id (1-128 characters): Valkey holds such a field in a 40-byte hash
-    entry, where `u:<id>` with a 20-character id took 56 bytes; two per grant. 64 bits keep a
-    collision (two claimants sharing an allowance: a refusal, never an extra grant) out of
-    reach, ~3e-8 for a million claimants of one campaign.
+    9 bytes whatever the id (1-128 characters): two per grant, and a sale's memory is mostly
+    these fields. 64 bits keep a collision (two claimants sharing an allowance: a refusal,
+    never an extra grant) out of reach, ~3e-8 for a million claimants of one campaign.
     """
     return kind.encode() + hashlib.blake2b(identity.encode(), digest_size=8).digest()
 

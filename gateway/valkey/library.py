@@ -5,10 +5,8 @@ Library chunks (`ratelimit/sliding_window.lua`, `ratelimit/field_window.lua`,
 script: the constants its caller wrote from the configuration (if any) and its body, as a
 function registered under the script's name and the library's digest. A call is one FCALL.
 
-Why functions, not EVALSHA: a script's chunk runs whole on every EVALSHA, so each call built
-every library closure and constant table again (14 closures, ~390 instructions each); a
-library runs once, at FUNCTION LOAD. Measured with callgrind on the claim script: 191.6k
-instructions per grant as a script, 184.0k as a function.
+Functions, not EVALSHA: a library's chunk runs once, at FUNCTION LOAD, so its closures and
+constant tables are built once, not on every call (docs/design/claim-path.md).
 
 A server that lost the library (a restart without persistence, a new cluster primary) answers
 "Function not found": the library is loaded again (on every primary of a cluster) and the call
