@@ -1,11 +1,15 @@
-"""The `gateway` command: serve, demo, check-config, events tail, supplier-sim."""
+"""The `gateway` command: serve, demo, check-config, events tail, preflight, supplier-sim,
+backend. Every command ends with one line and a non-zero exit on a known failure (a config
+error, a port or data directory taken, a closed pipe): never a traceback."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
+from gateway.ops.host import StartError
 from gateway.settings import ConfigError, load
 
 
@@ -63,25 +67,31 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway (N worker processes)")
-    serve.add_argument("--config", required=True)
+    serve.add_argument("--config", required=True, help="the gateway's TOML file")
     serve.add_argument("--workers", type=int, default=None, help="overrides server.workers")
     serve.set_defaults(func=_serve)
 
     demo = sub.add_parser("demo", help="embedded Valkey + supplier simulator + demo campaigns")
-    demo.add_argument("--config", default="config/demo.toml")
-    demo.add_argument("--workers", type=int, default=None)
+    demo.add_argument(
+        "--config", default="config/demo.toml", help="demo TOML (default config/demo.toml)"
+    )
+    demo.add_argument("--workers", type=int, default=None, help="overrides server.workers")
     demo.set_defaults(func=_demo)
 
     check = sub.add_parser("check-config", help="validate a config file offline")
-    check.add_argument("config")
+    check.add_argument("config", help="the TOML file to validate")
     check.set_defaults(func=_check_config)
 
     events = sub.add_parser("events", help="the event stream")
     events_sub = events.add_subparsers(dest="events_command", required=True)
-    tail = events_sub.add_parser("tail", help="print events as JSON lines")
-    tail.add_argument("--config", default="config/demo.toml")
+    tail = events_sub.add_parser(
+        "tail", help="print events as JSON lines; follows new ones until Ctrl-C (--no-follow)"
+    )
+    tail.add_argument(
+        "--config", default="config/demo.toml", help="the gateway's TOML (finds its Valkey)"
+    )
     tail.add_argument("--group", default=None, help="read through this consumer group (and ack)")
-    tail.add_argument("--consumer", default="tail")
+    tail.add_argument("--consumer", default="tail", help="consumer name within --group")
     tail.add_argument("--from-start", action="store_true", help="from the oldest event kept")
     tail.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
     tail.add_argument("--no-follow", action="store_true", help="stop when caught up")
@@ -103,8 +113,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
         return 2
+    except StartError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, and keep Python's exit-time
+        # flush of stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from gateway.http.routes import ClaimRoute, PublicDispatch
 from gateway.redemptions.desk import RedeemDesk
 from gateway.redemptions.reconciler import Reconciler
 from gateway.settings import Settings, data_key_bytes
-from gateway.telemetry import tally
+from gateway.telemetry import metrics, tally
 from gateway.telemetry.metrics import SupplierObserver
 from gateway.valkey import keys
 from gateway.valkey.autopipe import AutoPipeline
@@ -29,7 +29,8 @@ from gateway.valkey.calls import UNREACHABLE
 from gateway.valkey.connect import connect
 from gateway.valkey.library import Scripts
 from risk.lists import RiskListCache
-from supplier_pool.pool import SupplierPool, SupplierSpec
+from supplier_pool.breaker import TRANSITIONS
+from supplier_pool.pool import OUTCOMES, SupplierPool, SupplierSpec
 from supplier_pool.shared_state import BreakerSync
 
 log = logging.getLogger("gateway.app")
@@ -85,10 +86,23 @@ class Services:
         self.reconciler = Reconciler(
             self.redis, self.scripts, self.pool, self.redemptions, redemption.reconcile_interval_s
         )
+        self._declare_metrics()
         self._spawn(self._refresh_lists())
         self._spawn(self.breakers.run())
         self._spawn(self.reconciler.run())
         self._spawn(self._flush_metrics())
+
+    def _declare_metrics(self) -> None:
+        settings = self.settings
+        limits = [(route, lim.by) for route, lims in settings.limits.items() for lim in lims]
+        metrics.declare(
+            suppliers=self.pool.supplier_ids,
+            supplier_outcomes=OUTCOMES,
+            breaker_moves=[(old, new) for old, news in TRANSITIONS.items() for new in news],
+            limits=[*limits, ("redeem", "failures")],
+            rules=[(r.id, r.decision, r.mode) for r in settings.risk_rules],
+            version=metrics.build_version(),
+        )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(coro))

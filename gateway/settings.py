@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -24,7 +25,11 @@ from risk.rules import RiskRule, merge_rules, validate_rules
 
 
 class ConfigError(ValueError):
-    """A configuration problem; the message starts with the offending key path."""
+    """Configuration problems, one per line, each starting with the offending key path."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
 class Server(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -141,33 +146,91 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
 
 
 def parse(raw: bytes | str, env: Mapping[str, str] | None = None) -> Settings:
-    """Decode TOML text into Settings with environment overrides applied, then validate."""
+    """Decode TOML text into Settings with environment overrides applied, then validate.
+
+    Every problem is reported at once: each unknown key (with a "did you mean"), each
+    section whose types are wrong, and each section that fails its checks.
+    """
     try:
         data = msgspec.toml.decode(raw)
     except msgspec.DecodeError as exc:
         raise ConfigError(f"config: not valid TOML: {exc}") from exc
+    problems = _unknown_keys(data, msgspec.inspect.type_info(Settings), "")
     # Limits and rules first: their validators name the full key path (limits.claim[1].by).
-    try:
-        if isinstance(data.get("limits"), dict):
-            data["limits"] = validate_limits(data["limits"])
-        risk = data.get("risk")
-        if isinstance(risk, dict) and "rules" in risk:
-            risk["rules"] = validate_rules(risk["rules"])
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    try:
-        settings = msgspec.convert(data, type=Settings)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(_msgspec_message(str(exc))) from exc
-    settings = _apply_env(settings, os.environ if env is None else env)
-    validate(settings)
+    problems += _attempt(lambda: _validate_leaf_sections(data))
+    mistyped = set()
+    for field in msgspec.structs.fields(Settings):
+        if field.name not in data:
+            continue
+        try:
+            msgspec.convert(data[field.name], type=field.type)
+        except msgspec.ValidationError as exc:
+            problems.append(_msgspec_message(str(exc), field.name))
+            mistyped.add(field.name)
+            del data[field.name]  # checked no further; the rest still is
+    settings = _apply_env(msgspec.convert(data, type=Settings), os.environ if env is None else env)
+    problems += _problems(settings, skip=mistyped)
+    if problems:
+        raise ConfigError(*problems)
     return settings
 
 
-def _msgspec_message(text: str) -> str:
-    # msgspec says "Expected `int`, got `str` - at `$.server.port`"; lead with the key path.
+def _validate_leaf_sections(data: dict[str, Any]) -> None:
+    try:
+        if isinstance(data.get("limits"), dict):
+            data["limits"] = validate_limits(data["limits"])
+    except ValueError:
+        data.pop("limits")
+        raise
+    risk = data.get("risk")
+    if isinstance(risk, dict) and "rules" in risk:
+        try:
+            risk["rules"] = validate_rules(risk["rules"])
+        except ValueError:
+            risk.pop("rules")
+            raise
+
+
+def _unknown_keys(data: Any, info: Any, where: str) -> list[str]:
+    """Every key the Structs do not know (removed from `data`), with the nearest known one."""
+    if isinstance(info, msgspec.inspect.ListType) and isinstance(data, list):
+        return [
+            problem
+            for i, item in enumerate(data)
+            for problem in _unknown_keys(item, info.item_type, f"{where}[{i}]")
+        ]
+    if not isinstance(info, msgspec.inspect.StructType) or not isinstance(data, dict):
+        return []
+    fields = {f.encode_name: f.type for f in info.fields}
+    problems = []
+    for key in list(data):
+        path = f"{where}.{key}" if where else key
+        if key in fields:
+            problems += _unknown_keys(data[key], fields[key], path)
+            continue
+        near = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+        hint = f" (did you mean `{near[0]}`?)" if near else ""
+        problems.append(f"{path}: unknown key{hint}")
+        del data[key]
+    return problems
+
+
+def _attempt(check: Callable[[], object]) -> list[str]:
+    """The problems one check raises (it stops at its first), or none."""
+    try:
+        check()
+    except ConfigError as exc:
+        return exc.problems
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+def _msgspec_message(text: str, section: str = "") -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.port`"; lead with the key path.
     match = re.search(r" - at `\$\.?(.*)`$", text)
-    where = match.group(1) if match else ""
+    inner = match.group(1) if match else ""
+    where = ".".join(part for part in (section, inner) if part).replace(".[", "[")
     what = text[: match.start()] if match else text
     field = re.match(r"Object (contains unknown|missing required) field `([^`]*)`", what)
     if field:
@@ -197,22 +260,35 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
 
 
 def validate(settings: Settings) -> None:
-    """Check what types alone cannot; raise ConfigError naming the first bad key."""
-    _validate_server(settings.server)
-    _validate_redis(settings.redis)
-    _validate_admin(settings.admin)
-    _validate_backend(settings.backend)
-    if settings.security.data_key:
-        data_key_bytes(settings.security.data_key)
-    if settings.redemption.sweep_after_s < 2 or settings.redemption.reconcile_interval_s <= 0:
+    """Check what types alone cannot; raise ConfigError naming every bad key."""
+    problems = _problems(settings)
+    if problems:
+        raise ConfigError(*problems)
+
+
+def _problems(settings: Settings, skip: set[str] | None = None) -> list[str]:
+    """Each section's first problem (a section stops at its first); `skip`: sections not read."""
+    checks: dict[str, Callable[[], object]] = {
+        "server": lambda: _validate_server(settings.server),
+        "redis": lambda: _validate_redis(settings.redis),
+        "admin": lambda: _validate_admin(settings.admin),
+        "backend": lambda: _validate_backend(settings.backend),
+        "security": lambda: (
+            settings.security.data_key and data_key_bytes(settings.security.data_key)
+        ),
+        "redemption": lambda: _validate_redemption(settings.redemption),
+        "clients": lambda: _validate_clients(settings.clients),
+        "suppliers": lambda: _validate_suppliers(settings.suppliers),
+        "limits": lambda: validate_limits(settings.limits),
+        "risk": lambda: validate_rules(settings.risk.rules),
+    }
+    skip = skip or set()
+    return [p for name, check in checks.items() if name not in skip for p in _attempt(check)]
+
+
+def _validate_redemption(redemption: Redemption) -> None:
+    if redemption.sweep_after_s < 2 or redemption.reconcile_interval_s <= 0:
         raise ConfigError("redemption: sweep_after_s must be >= 2 and reconcile_interval_s > 0")
-    _validate_clients(settings.clients)
-    _validate_suppliers(settings.suppliers)
-    try:
-        validate_limits(settings.limits)
-        validate_rules(settings.risk.rules)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
 
 
 def _validate_admin(admin: Admin) -> None:

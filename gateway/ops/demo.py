@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from gateway.ops.host import Host
 from gateway.ops.server import Master
 from gateway.settings import Settings, load
 
@@ -137,9 +137,11 @@ def run_demo(config: str, workers: int | None = None) -> int:
 
     logs.configure("WARNING")
     settings = load(config)
-    data_dir = Path(settings.redis.data_dir)
-    if data_dir.parts[:1] == ("var",):
-        shutil.rmtree(data_dir, ignore_errors=True)  # a fresh demo every time
+    # The host first: a second demo (or a gateway on these ports) is refused before the
+    # running one's data is touched.
+    host = Host.claim(settings)
+    if host.lock is not None and Path(settings.redis.data_dir).parts[:1] == ("var",):
+        host.lock.wipe()  # a fresh demo every time
     sim = subprocess.Popen(
         [
             sys.executable,
@@ -156,7 +158,7 @@ def run_demo(config: str, workers: int | None = None) -> int:
     )
     try:
         threading.Thread(target=_set_up, args=(settings,), daemon=True).start()
-        return Master(settings, workers=workers).run()
+        return Master(settings, workers=workers, host=host).run()
     finally:
         sim.terminate()
         sim.wait(5)

@@ -12,7 +12,9 @@ import sys
 from typing import Any
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.settings import load
 from gateway.valkey import keys
@@ -124,7 +126,14 @@ def tail(
         finally:
             await redis.aclose()
 
+    if follow:
+        print(
+            "following new events; Ctrl-C stops (--no-follow: stop when caught up)", file=sys.stderr
+        )
     try:
         return asyncio.run(run())
     except KeyboardInterrupt:
         return 0
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        print(f"events tail: cannot read from Valkey at {url}: {exc}", file=sys.stderr)
+        return 1

@@ -1,8 +1,11 @@
-"""Process model: a master that owns the embedded Valkey and N SO_REUSEPORT worker processes.
+"""Process model: a master that owns the host's sockets, the embedded Valkey and N workers.
 
-SIGTERM (or SIGINT) on the master: every worker stops accepting, finishes what is in flight
-(up to server.shutdown_timeout_s) and exits; then the embedded Valkey stops and the master
-exits 0. A worker that dies unexpectedly is replaced.
+The master binds the public and admin ports (`ops/host.py`) and every worker accepts on those
+same sockets, so the port never goes without a listener while the master lives. SIGTERM (or
+SIGINT) on the master: every worker stops accepting, finishes what is in flight (up to
+server.shutdown_timeout_s) and exits; then the embedded Valkey stops and the master exits 0.
+A worker that dies unexpectedly is replaced. SIGHUP replaces the workers one at a time (a new
+one is ready before its predecessor stops): a rolling restart onto the code now on disk.
 """
 
 from __future__ import annotations
@@ -19,15 +22,21 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
+from gateway.ops.host import Host
 from gateway.settings import Settings, data_key_bytes
 from gateway.telemetry import logs
 
 log = logging.getLogger("gateway.ops.server")
+
+# settings (JSON), Redis URL, data key, (public socket, admin socket)
+WorkerArgs = tuple[bytes, str, bytes, tuple[socket.socket, socket.socket]]
 
 
 def resolve_data_key(settings: Settings) -> bytes:
@@ -43,19 +52,13 @@ def resolve_data_key(settings: Settings) -> bytes:
     return data_key_bytes(path.read_text().strip())
 
 
-def reuseport_socket(host: str, port: int) -> socket.socket:
-    """A listening socket that every worker binds to the same port (the kernel balances)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(4096)
-    sock.setblocking(False)
-    return sock
-
-
-async def run_worker(settings: Settings, redis_url: str, data_key: bytes) -> None:
+async def run_worker(
+    settings: Settings,
+    redis_url: str,
+    data_key: bytes,
+    sockets: tuple[socket.socket, socket.socket],
+    ready: Callable[[], None] = lambda: None,
+) -> None:
     """Serve the public and admin apps until SIGTERM, then shut down gracefully."""
     from aiohttp import web
 
@@ -81,10 +84,11 @@ async def run_worker(settings: Settings, redis_url: str, data_key: bytes) -> Non
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # the master decides
-    for runner, port in zip(runners, (server.port, server.admin_port), strict=True):
+    for runner, sock in zip(runners, sockets, strict=True):
         await runner.setup()
-        await web.SockSite(runner, reuseport_socket(server.host, port)).start()
+        await web.SockSite(runner, sock).start()
     tune_gc()
+    ready()
     log.info("worker ready", extra={"pid": os.getpid(), "port": server.port})
     await stop.wait()
     log.info("worker stopping", extra={"pid": os.getpid()})
@@ -106,77 +110,115 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 50, 100)
 
 
-def worker_main(settings_json: bytes, redis_url: str, data_key: bytes) -> None:
-    """Entry point of one worker process."""
+def worker_main(
+    settings_json: bytes,
+    redis_url: str,
+    data_key: bytes,
+    sockets: tuple[socket.socket, socket.socket],
+    ready: Any,
+) -> None:
+    """Entry point of one worker process; `ready` (an Event) is set once it accepts."""
     import uvloop
 
     logs.configure()
     settings = msgspec.json.decode(settings_json, type=Settings)
-    uvloop.run(run_worker(settings, redis_url, data_key))
+    uvloop.run(run_worker(settings, redis_url, data_key, sockets, ready.set))
 
 
 class Master:
-    """Starts Valkey (if embedded) and the workers, replaces dead workers, stops on signal."""
+    """Holds the host, starts Valkey (if embedded) and the workers, replaces dead workers."""
 
-    def __init__(self, settings: Settings, workers: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings, workers: int | None = None, host: Host | None = None
+    ) -> None:
         self.settings = settings
         self.workers = workers or settings.server.workers
+        self._host = host
         self._ctx = multiprocessing.get_context("spawn")
         self._procs: list[BaseProcess] = []
+        self._readiness: dict[BaseProcess, Any] = {}
         self._stopping = False
-
-    def _spawn(self, settings_json: bytes, redis_url: str, data_key: bytes) -> BaseProcess:
-        proc = self._ctx.Process(target=worker_main, args=(settings_json, redis_url, data_key))
-        proc.start()
-        return proc
+        self._rolling = False
 
     def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; StartError when the host cannot be had."""
         from gateway.valkey.connect import EmbeddedValkey
 
+        host = self._host or Host.claim(self.settings)
         embedded = None
-        redis_url = self.settings.redis.url
-        if redis_url == "embedded":
-            embedded = EmbeddedValkey(self.settings.redis.data_dir)
-            redis_url = embedded.start()
         prom_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
         try:
-            data_key = resolve_data_key(self.settings)
-            settings_json = msgspec.json.encode(self.settings)
+            redis_url = self.settings.redis.url
+            if redis_url == "embedded":
+                embedded = EmbeddedValkey(self.settings.redis.data_dir)
+                redis_url = embedded.start()
+            args = (
+                msgspec.json.encode(self.settings),
+                redis_url,
+                resolve_data_key(self.settings),
+                (host.public, host.admin),
+            )
             self._install_signals()
-            self._procs = [
-                self._spawn(settings_json, redis_url, data_key) for _ in range(self.workers)
-            ]
-            self._supervise(settings_json, redis_url, data_key)
+            self._procs = [self._spawn(args) for _ in range(self.workers)]
+            self._supervise(args)
             return 0
         finally:
-            self._stop_workers()
+            self._stop_workers(self._procs)
             if embedded is not None:
                 embedded.stop()
+            host.release()
             shutil.rmtree(prom_dir, ignore_errors=True)
 
+    def _spawn(self, args: WorkerArgs, wait_ready_s: float = 0.0) -> BaseProcess:
+        ready = self._ctx.Event()
+        proc = self._ctx.Process(target=worker_main, args=(*args, ready))
+        proc.start()
+        # The event must outlive the child's start: its semaphore is gone once collected.
+        self._readiness = {p: e for p, e in self._readiness.items() if p.is_alive()}
+        self._readiness[proc] = ready
+        if wait_ready_s and not ready.wait(wait_ready_s):
+            log.error("replacement worker not ready in time", extra={"pid": proc.pid})
+        return proc
+
     def _install_signals(self) -> None:
-        def on_signal(_signum: int, _frame: object) -> None:
+        def on_stop(_signum: int, _frame: object) -> None:
             self._stopping = True
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        def on_hup(_signum: int, _frame: object) -> None:
+            self._rolling = True
 
-    def _supervise(self, settings_json: bytes, redis_url: str, data_key: bytes) -> None:
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def _supervise(self, args: WorkerArgs) -> None:
         while not self._stopping:
-            time.sleep(0.2)
+            time.sleep(0.05)
             for i, proc in enumerate(self._procs):
                 if not proc.is_alive() and not self._stopping:
                     log.error("worker died; replacing it", extra={"exitcode": proc.exitcode})
-                    self._procs[i] = self._spawn(settings_json, redis_url, data_key)
+                    self._procs[i] = self._spawn(args)
+            if self._rolling:
+                self._rolling = False
+                self._roll(args)
 
-    def _stop_workers(self) -> None:
-        for proc in self._procs:
+    def _roll(self, args: WorkerArgs) -> None:
+        """Replace each worker by a new one that is ready before the old one stops."""
+        for i, old in enumerate(list(self._procs)):
+            if self._stopping:
+                return
+            self._procs[i] = self._spawn(args, wait_ready_s=30.0)
+            self._stop_workers([old])
+        log.info("workers replaced", extra={"workers": len(self._procs)})
+
+    def _stop_workers(self, procs: list[BaseProcess]) -> None:
+        for proc in procs:
             if proc.is_alive() and proc.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.settings.server.shutdown_timeout_s + 2
-        for proc in self._procs:
+        for proc in procs:
             proc.join(max(0.1, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()

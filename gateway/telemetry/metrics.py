@@ -8,7 +8,10 @@ before each render) hands them to prometheus_client.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+from collections.abc import Iterable
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -119,6 +122,103 @@ pending_redemptions = tally.Gauge(
 idempotent_replays = tally.Counter(
     Counter("gateway_idempotent_replays_total", "Answers replayed from a stored idempotency record")
 )
+build_info = Gauge(
+    "gateway_build_info",
+    "Always 1: the running version and commit",
+    ["version", "commit"],
+    multiprocess_mode="max",
+)
+
+# Every result a claim or a redemption decision can be counted under (bounded label sets).
+CLAIM_RESULTS = (
+    "granted",
+    "sold_out",
+    "limit_reached",
+    "campaign_not_active",
+    "campaign_not_found",
+    "rate_limited",
+    "risk_denied",
+    "challenge_required",
+)
+REDEMPTION_RESULTS = (
+    "delivered",
+    "pending",
+    "failed",
+    "voucher_not_found",
+    "voucher_redeemed",
+    "voucher_frozen",
+    "voucher_expired",
+    "request_in_progress",
+    "pool_empty",
+    "suppliers_unavailable",
+    "risk_denied",
+)
+LIST_DECISIONS = ("blocked_users", "blocked_devices", "blocked_ips")
+# The Redis calls of the request path, whose errors and latency alerts read from the start.
+REQUEST_PATH_CALLS = ("claim", "claim_idem_probe", "redeem_guard", "redeem", "redeem_settle")
+
+
+def build_version() -> tuple[str, str]:
+    """(package version, git commit or "unknown"), read once at start."""
+    try:
+        version = importlib.metadata.version("benefits-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    git = Path(__file__).resolve().parents[2] / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if head.startswith("ref: "):
+            ref = head.removeprefix("ref: ")
+            loose = git / ref
+            if loose.exists():
+                head = loose.read_text().strip()
+            else:  # packed by git gc
+                packed = (git / "packed-refs").read_text().splitlines()
+                head = next(line.split()[0] for line in packed if line.endswith(" " + ref))
+        return version, head[:12]
+    except (OSError, StopIteration):
+        return version, "unknown"
+
+
+def declare(
+    suppliers: Iterable[str],
+    supplier_outcomes: Iterable[str],
+    breaker_moves: Iterable[tuple[str, str]],
+    limits: Iterable[tuple[str, str]],
+    rules: Iterable[tuple[str, str, str]],
+    version: tuple[str, str],
+) -> None:
+    """Create every series whose labels the configuration fixes, at 0, so a fresh gateway
+    exposes them all and `rate()` or `absent()` alerts have something to read from the start.
+
+    `breaker_moves`: legal (from, to) states; `limits`: (route, dimension) pairs; `rules`:
+    (rule id, decision, mode).
+    """
+    for result in CLAIM_RESULTS:
+        claims.labels(result)
+    for result in REDEMPTION_RESULTS:
+        redemptions.labels(result)
+    for route, dimension in limits:
+        for source in ("local", "redis"):
+            ratelimit_rejections.labels(route, dimension, source)
+    for rule in (*rules, *((name, "deny", "enforce") for name in LIST_DECISIONS)):
+        risk_decisions.labels(*rule)
+    outcomes, moves = tuple(supplier_outcomes), tuple(breaker_moves)
+    for supplier in suppliers:
+        breaker_state.labels(supplier)
+        supplier_latency.labels(supplier)
+        for outcome in outcomes:
+            supplier_calls.labels(supplier, outcome)
+        for old, new in moves:
+            breaker_transitions.labels(supplier, old, new)
+    for call in REQUEST_PATH_CALLS:
+        redis_latency.labels(call)
+        redis_errors.labels(call)
+    soldout_local.labels()
+    shed.labels()
+    idempotent_replays.labels()
+    pending_redemptions.labels()
+    build_info.labels(*version).set(1)
 
 
 def render() -> tuple[bytes, str]:

@@ -100,3 +100,35 @@ window_s = 300
     rules = {r.kind: r for r in parse(raw, env={}).risk_rules}
     assert rules["failed_redemptions_per_ip"].threshold == 10
     assert rules["failed_redemptions_per_device"].threshold == 50
+
+
+def test_check_config_reports_every_planted_error_in_one_run(tmp_path: Path) -> None:
+    planted = tmp_path / "two_errors.toml"
+    planted.write_text(
+        '[server]\nworkerz = 4\nport = 70000\n[redis]\nurl = "memcached://x"\n'
+        '[admin]\ntoken = "t"\n[[suppliers]]\nid = "a"\nbase_url = "ftp://x"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", str(planted)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    for problem in (
+        "server.workerz: unknown key (did you mean `workers`?)",
+        "server.port: must be 0..65535, got 70000",
+        "redis.url: must be 'embedded'",
+        "suppliers[0].base_url: must be an http(s) URL",
+    ):
+        assert problem in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_mistyped_section_is_reported_once_and_the_others_still_checked() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse("[admin]\ntoken = 5\n[server]\nworkers = 0\n", env={})
+    assert caught.value.problems == [
+        "admin.token: Expected `str`, got `int`",
+        "server.workers: must be 1..256, got 0",
+    ]
