@@ -33,10 +33,13 @@ def unauthorized(message: str = "missing or unknown credentials") -> ApiError:
     return ApiError(401, "unauthorized", message)
 
 
-def unavailable() -> ApiError:
-    return ApiError(
-        503, "unavailable", "state store unreachable; retry shortly", {"Retry-After": "1"}
-    )
+def unavailable(outcome_unknown: bool = False) -> ApiError:
+    """503: Valkey unreachable or not ready. `outcome_unknown`: the call may have been carried
+    out, so the client must retry with the same Idempotency-Key (SPEC 3.1)."""
+    headers = {"Retry-After": "1"}
+    if outcome_unknown:
+        headers["Outcome-Unknown"] = "true"
+    return ApiError(503, "unavailable", "state store unreachable; retry shortly", headers)
 
 
 # The message for each business code; one place so replays and live answers read the same.

@@ -7,10 +7,13 @@ together every FLUSH_AT commands and at the end of the loop turn, replies parsed
 order. Valkey runs commands one at a time anyway, so one busy connection loses nothing and
 saves a syscall per claim.
 
-Failure handling keeps the gateway's contract: a connection that cannot be made, is lost, or
-has not answered for `timeout_s` fails every waiting call with redis-py's ConnectionError or
-TimeoutError (→ 503 unavailable); the next call reconnects. A function the server lost (Valkey
-restarted) loads the library and retries once. Single-node URLs only; a cluster uses redis-py.
+Failure handling keeps the gateway's contract: a connection that cannot be made fails its
+calls with NotSent; one that is lost, or whose oldest call has waited `timeout_s`, fails every
+waiting call with ConnectionError or TimeoutError (→ 503 unavailable, outcome unknown for
+calls already written); the next call reconnects. A "not ready" reply (-LOADING, ...) is
+redis-py's BusyLoadingError or a ResponseError that `calls.not_ready` recognises. A function
+the server lost (Valkey restarted) loads the library and retries once. Single-node URLs only;
+a cluster uses redis-py.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ from urllib.parse import unquote, urlsplit
 
 import hiredis
 from hiredis import pack_command  # RESP encoding in C: a fifth of the Python loop's cost
-from redis.exceptions import ConnectionError, ResponseError
+from redis.exceptions import BusyLoadingError, ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from gateway.valkey.calls import function_lost
+from gateway.valkey.calls import NotSent, function_lost
 
 
 class _Protocol(asyncio.Protocol):
@@ -69,9 +72,9 @@ class AutoPipeline:
         self._connecting: asyncio.Future[None] | None = None
         self._reader = hiredis.Reader()
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._queued_at: collections.deque[float] = collections.deque()  # per waiting call
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
-        self._last_progress = time.monotonic()
         self._watchdog: asyncio.TimerHandle | None = None
 
     @staticmethod
@@ -104,9 +107,8 @@ class AutoPipeline:
     def _enqueue(self, command: bytes, flush: bool = False) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if not self._waiting:
-            self._last_progress = time.monotonic()
         self._waiting.append(future)
+        self._queued_at.append(time.monotonic())
         self._outbox.append(command)
         if flush or len(self._outbox) >= FLUSH_AT:
             self._flush()
@@ -143,43 +145,48 @@ class AutoPipeline:
             self._transport = transport
             for command in self._hello:
                 self._enqueue(pack_command(command))
-            self._watchdog = loop.call_later(self._timeout_s, self._check_progress)
+            self._watchdog = loop.call_later(self._watch_every_s, self._check_progress)
             self._connecting.set_result(None)
         except (OSError, TimeoutError) as exc:  # the builtin: connect or asyncio.timeout
-            error = ConnectionError(f"cannot connect to redis: {exc!r}")
+            error = NotSent(f"cannot connect to redis: {exc!r}")
             self._connecting.set_exception(error)
             self._connecting.exception()  # retrieved: waiters get it through shield
             raise error from exc
         finally:
             self._connecting = None
 
+    @property
+    def _watch_every_s(self) -> float:
+        # Often enough that a call's 503 comes within timeout_s + 100 ms (SPEC 3.1).
+        return min(0.05, self._timeout_s / 4)
+
     def _check_progress(self) -> None:
-        """A connection with calls waiting longer than timeout_s is given up."""
+        """A connection whose oldest call has waited timeout_s is given up."""
         if self._transport is None:
             return
-        stalled = time.monotonic() - self._last_progress > self._timeout_s
-        if self._waiting and stalled:
+        if self._queued_at and time.monotonic() - self._queued_at[0] >= self._timeout_s:
             transport = self._transport
             self.on_lost(RedisTimeout("redis did not answer in time"))
             transport.abort()
             return
         self._watchdog = asyncio.get_running_loop().call_later(
-            self._timeout_s / 2, self._check_progress
+            self._watch_every_s, self._check_progress
         )
 
     def on_data(self, data: bytes) -> None:
         self._reader.feed(data)
-        self._last_progress = time.monotonic()
         while True:
             reply = self._reader.gets()
             if reply is False:
                 return
             future = self._waiting.popleft()
+            self._queued_at.popleft()
             if future.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
                 text = str(reply)
-                future.set_exception(ResponseError(text))
+                loading = text.startswith("LOADING")
+                future.set_exception(BusyLoadingError(text) if loading else ResponseError(text))
             else:
                 future.set_result(reply)
 
@@ -189,10 +196,14 @@ class AutoPipeline:
             self._watchdog.cancel()
             self._watchdog = None
         waiting, self._waiting = self._waiting, collections.deque()
+        self._queued_at.clear()
+        # Calls still in the outbox were never written: they certainly changed nothing.
+        unsent = len(self._outbox)
         self._outbox.clear()
-        for future in waiting:
+        for i, future in enumerate(waiting):
             if not future.done():
-                future.set_exception(error)
+                never = i >= len(waiting) - unsent
+                future.set_exception(NotSent(str(error)) if never else error)
 
     async def aclose(self) -> None:
         if self._transport is not None:
