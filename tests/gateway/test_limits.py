@@ -28,8 +28,8 @@ from gateway.settings import parse
 from gateway.valkey import keys
 from risk.lists import RiskLists
 from tests.gateway.conftest import API_KEY, BASE_CONFIG, OTHER_KEY, Gateway
-from tests.served import ADMIN_TOKEN, scrape_until, serve
-from tests.served import API_KEY as SERVED_KEY
+from tests.support.served import ADMIN_TOKEN, scrape_until, serve
+from tests.support.served import API_KEY as SERVED_KEY
 
 LIMIT = 5
 WINDOW_S = 60

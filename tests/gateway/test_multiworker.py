@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from gateway.valkey import keys
-from tests.served import ADMIN_TOKEN, API_KEY, scrape_until, serve
+from tests.support.served import ADMIN_TOKEN, API_KEY, scrape_until, serve
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

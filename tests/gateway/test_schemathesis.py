@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from tests.gateway.test_multiworker import ADMIN
-from tests.served import API_KEY, serve
+from tests.support.served import API_KEY, serve
 
 CAMPAIGN = "schema-camp"
 CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance"

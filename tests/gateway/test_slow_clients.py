@@ -1,6 +1,6 @@
 """Slow clients cannot hold the served gateway: trickled headers and bodies are cut off in time.
 
-`tests/served.py` configures keepalive_timeout_s = 2 (a connection without a complete request
+`tests/support/served.py` sets keepalive_timeout_s = 2 (a connection without a complete request
 head is closed 2 s after it opened) and body_timeout_s = 2 (a body not received within 2 s of
 the head gets 408 and a close). 200 raw connections trickle one byte a second, half of them the
 request head, half the body of a claim; meanwhile ordinary claims keep being granted.
@@ -20,9 +20,9 @@ import aiohttp
 
 from gateway.valkey import keys
 from tests.gateway.test_multiworker import create_campaign
-from tests.served import API_KEY, serve
+from tests.support.served import API_KEY, serve
 
-TIMEOUT_S = 2.0  # keepalive_timeout_s and body_timeout_s in tests/served.py
+TIMEOUT_S = 2.0  # keepalive_timeout_s and body_timeout_s in tests/support/served.py
 GRACE_S = 1.0
 SLOW_EACH = 100
 BODY_LENGTH = 100

@@ -18,7 +18,7 @@ import pytest
 
 from tests.gateway.conftest import Gateway, supplier_config
 from tests.gateway.test_redemptions import RECHARGE, error_code, knobs
-from tests.served import ADMIN_TOKEN, API_KEY, serve
+from tests.support.served import ADMIN_TOKEN, API_KEY, serve
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PUBLIC = {"Authorization": f"Bearer {API_KEY}"}

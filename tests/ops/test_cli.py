@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from gateway.valkey import keys
-from tests.served import config_text, free_port
+from tests.support.served import config_text, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +26,7 @@ def test_events_tail_into_head_stops_quietly_on_the_closed_pipe(
     tmp_path: Path, valkey_url: str, sync_redis: redis.Redis
 ):
     # More events than a pipe holds, so the tail is still writing when `head` goes away.
+    sync_redis.flushall()
     sync_redis.sadd(keys.EVENT_STREAMS, keys.ADMIN_EVENTS)
     pipe = sync_redis.pipeline()
     for i in range(3000):

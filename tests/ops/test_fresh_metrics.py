@@ -11,7 +11,7 @@ import pytest
 
 from gateway.telemetry.metrics import CLAIM_RESULTS, REDEMPTION_RESULTS
 from supplier_pool.pool import OUTCOMES
-from tests.served import serve
+from tests.support.served import serve
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.served import config_text, free_port, serve
+from tests.support.served import config_text, free_port, serve
+from tests.support.waiting import worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -27,17 +28,6 @@ def gateway(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedP
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
-
-
-def children(pid: int) -> set[int]:
-    """The master's worker processes (spawn's resource tracker excluded: it has no socket)."""
-    found = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            if b"resource_tracker" not in cmdline:
-                found.add(int(child))
-    return found
 
 
 def wait_for(predicate, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
@@ -110,24 +100,24 @@ def test_a_second_gateway_on_the_same_data_directory_is_refused(tmp_path: Path, 
 
 def test_a_killed_worker_leaves_the_port_listening(tmp_path: Path, valkey_url: str):
     with serve(tmp_path, valkey_url, workers=1) as served:
-        (worker,) = children(served.process.pid)
+        (worker,) = worker_pids(served.process.pid)
         os.kill(worker, signal.SIGKILL)
         # No worker now: the master's socket still takes the connection, and the
         # replacement answers it.
         assert healthz(served.public) == 200
-        assert children(served.process.pid) - {worker}
+        assert worker_pids(served.process.pid) - {worker}
 
 
 def test_sighup_replaces_every_worker_and_refuses_no_connection(tmp_path: Path, valkey_url: str):
     with serve(tmp_path, valkey_url, workers=2) as served:
-        before = children(served.process.pid)
+        before = worker_pids(served.process.pid)
         assert len(before) == 2
         served.process.send_signal(signal.SIGHUP)
         answers = []
         deadline = time.monotonic() + 60
-        while children(served.process.pid) & before or len(children(served.process.pid)) != 2:
+        while worker_pids(served.process.pid) & before or len(worker_pids(served.process.pid)) != 2:
             answers.append(healthz(served.public))  # a refused connection would raise here
             assert time.monotonic() < deadline, "workers not replaced in time"
-        assert children(served.process.pid).isdisjoint(before)
+        assert worker_pids(served.process.pid).isdisjoint(before)
         assert answers and set(answers) == {200}
-        assert "workers replaced" in served.log()
+        wait_for(lambda: "workers replaced" in served.log())

