@@ -25,6 +25,8 @@ FIELDS = (
     "kind",
     "sku",
     "suppliers",
+    "unit_cost",  # optional, like currency: absent unless the campaign was given one
+    "currency",
     # state and counters (admin_state, admin_stock, claim, redeem and redeem_settle scripts)
     "paused",
     "stock_added",
