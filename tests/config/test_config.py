@@ -126,6 +126,12 @@ def test_named_users_alone_need_no_admin_token() -> None:
 
 
 def test_a_named_user_may_not_take_the_name_admin_beside_admin_token() -> None:
-    raw = b'[admin]\ntoken = "root-token"\n[[admin.users]]\nname = "admin"\ntoken = "other-token"\nrole = "viewer"\n'
+    raw = b"""[admin]
+token = "root-token"
+[[admin.users]]
+name = "admin"
+token = "other-token"
+role = "viewer"
+"""
     with pytest.raises(ConfigError, match=r"admin.users\[0\].name: duplicate admin user name"):
         parse(raw, env={})
