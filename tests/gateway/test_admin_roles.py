@@ -6,6 +6,7 @@ Also the campaign's cost fields (`unit_cost`, `currency`): validated, stored, ec
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,10 +15,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway import codes
+from gateway.admin.campaigns import OPTIONAL_FIELDS
 from gateway.admin.routes import MIN_ROLE
 from gateway.app import create_app
 from gateway.settings import parse
 from gateway.valkey import keys
+from gateway.valkey.library import read_lua
 from risk.lists import list_key
 from tests.gateway.conftest import campaign_body
 
@@ -416,3 +419,10 @@ async def test_bad_cost_fields_are_400_naming_the_field(gw: Admin, field: str, v
     assert body["code"] == "invalid_request"
     assert f"`{field}`" in body["message"]
     assert (await gw.call("olga", "GET", f"/admin/campaigns/{campaign_id}")).status == 404
+
+
+def test_the_script_removes_the_optional_fields_the_admin_reads() -> None:
+    lua = read_lua("gateway.admin", "lua/admin_campaign.lua")
+    declared = re.search(r"^local OPTIONAL = \{(.*)\}$", lua, re.MULTILINE)
+    assert declared is not None
+    assert tuple(re.findall(r"'(\w+)'", declared.group(1))) == OPTIONAL_FIELDS
