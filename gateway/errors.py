@@ -61,6 +61,7 @@ MESSAGES = {
     "suppliers_unavailable": "no supplier can deliver right now; the voucher stays redeemable",
     "pool_empty": "no card secrets left to deliver; the voucher stays redeemable",
     "redemption_not_found": "no such redemption",
+    "forbidden": "this admin user's role may not do this",
 }
 
 STATUS = {
@@ -81,6 +82,7 @@ STATUS = {
     "suppliers_unavailable": 503,
     "pool_empty": 503,
     "redemption_not_found": 404,
+    "forbidden": 403,
 }
 
 

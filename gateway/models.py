@@ -45,6 +45,9 @@ class CampaignPut(Wire, frozen=True, forbid_unknown_fields=True):
     # 0 means no per-device allowance (the README says why this is the default).
     per_device_limit: Count = 0
     voucher_ttl_s: Positive = 30 * 86400
+    # What one granted unit costs, in minor units of `currency` (ISO 4217), for the ledger.
+    unit_cost: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000_000)] | None = None
+    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")] | None = None
 
 
 class StockChange(Wire, frozen=True, forbid_unknown_fields=True):

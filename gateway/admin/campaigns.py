@@ -12,8 +12,9 @@ from gateway.valkey import keys
 from gateway.valkey.calls import redis_call
 
 CACHE_S = 0.5
-# A campaign hash holds these fields, and one allowance per claimant (keys.allowance_field,
-# written by lua/claim.lua): it is read by name (HMGET), never whole.
+# A campaign hash holds these fields, those of OPTIONAL_FIELDS it was given, and one allowance
+# per claimant (keys.allowance_field, written by lua/claim.lua): it is read by name (HMGET),
+# never whole.
 FIELDS = (
     # configuration (lua/admin_campaign.lua)
     "name",
@@ -32,6 +33,8 @@ FIELDS = (
     "granted",
     "redeemed",
 )
+# Configuration a campaign may lack (lua/admin_campaign.lua removes one left out of a PUT).
+OPTIONAL_FIELDS = ("unit_cost", "currency")
 VIEW_FIELDS = ("starts_ms", "ends_ms", "paused", "stock_left")
 
 
@@ -56,9 +59,10 @@ def _text(raw: dict[Any, Any]) -> dict[str, str]:
 
 
 async def load_campaign(
-    redis: Any, campaign_id: str, fields: tuple[str, ...] = FIELDS
+    redis: Any, campaign_id: str, fields: tuple[str, ...] = FIELDS + OPTIONAL_FIELDS
 ) -> dict[str, str] | None:
-    """The campaign's stored `fields`, as text; None when there is no such campaign."""
+    """The campaign's stored `fields` (those it has), as text; None when there is no such
+    campaign."""
     tag = keys.shard_tag(campaign_id)
     values = await redis_call("campaign_read", redis.hmget(keys.campaign(tag, campaign_id), fields))
     found = {name: value for name, value in zip(fields, values, strict=True) if value is not None}

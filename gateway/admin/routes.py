@@ -1,12 +1,12 @@
 """The admin API (its own port): campaigns, stock, pause/resume, stats, risk lists.
 
 Every change is one atomic script that also appends its admin event, so the backend's view of
-the stream matches the state exactly.
+the stream matches the state exactly. Every caller is a named admin user (operators.py); each
+change's event names it (`actor`) and the address it acted from (`actor_ip`).
 """
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -15,7 +15,9 @@ from aiohttp import web
 
 from gateway import codes
 from gateway.admin.campaigns import campaign_state, campaign_stats, load_campaign
-from gateway.errors import ApiError, business, invalid, unauthorized
+from gateway.admin.operators import Actor, Operators, require
+from gateway.errors import ApiError, business, invalid
+from gateway.http.auth import ClientIp
 from gateway.http.intake import decode, json_response, path_id, read_body, require_json
 from gateway.models import (
     CampaignPut,
@@ -25,7 +27,7 @@ from gateway.models import (
     stock_decoder,
 )
 from gateway.redemptions.cards import seal
-from gateway.settings import Settings
+from gateway.settings import Role, Settings
 from gateway.timefmt import rfc3339_ms, rfc3339_s, to_ms
 from gateway.valkey import keys
 from gateway.valkey.calls import redis_call
@@ -47,30 +49,56 @@ class Worker(Protocol):
 
 
 WORKER = web.AppKey("admin_worker", Worker)
+OPERATORS = web.AppKey("admin_operators", Operators)
+CALLER_IP = web.AppKey("admin_caller_ip", ClientIp)
+ACTOR = web.RequestKey("admin_actor", Actor)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
 async def require_admin(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """401 unless the request carries the admin bearer token."""
-    if not _token_ok(request, request.app[WORKER].settings.admin.token):
-        raise unauthorized("missing or wrong admin token")
+    """401 unless the bearer token is a known admin user's; 403 unless its role may call
+    the route (MIN_ROLE; a route missing from it is for admins). Unrouted paths answer their
+    404/405 to any known user."""
+    app = request.app
+    user = app[OPERATORS].authenticate(request)
+    actor = Actor(user.name, user.role, app[CALLER_IP](request))
+    route = request.match_info.route
+    if route.resource is not None:
+        method = "GET" if route.method == "HEAD" else route.method
+        require(actor, MIN_ROLE.get((method, route.resource.canonical), "admin"))
+    request[ACTOR] = actor
     return await handler(request)
-
-
-def _token_ok(request: web.Request, token: str) -> bool:
-    """Constant-time check of `Authorization: Bearer <admin token>`."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    )
 
 
 def _now() -> tuple[int, str]:
     now_ms = int(time.time() * 1000)
     return now_ms, rfc3339_ms(now_ms)
+
+
+def _actor_args(request: web.Request) -> tuple[str, str]:
+    """The `actor, actor_ip` arguments every admin script takes, for its event."""
+    actor = request[ACTOR]
+    return actor.name, actor.ip
+
+
+async def _admin_event(request: web.Request, fields: dict[str, Any], **more: Any) -> None:
+    """Append a change kept outside Valkey scripts (lists, breakers) to the admin stream."""
+    services = request.app[WORKER]
+    _, now_text = _now()
+    actor, actor_ip = _actor_args(request)
+    event = {**fields, "ts": now_text, "actor": actor, "actor_ip": actor_ip, **more}
+    await redis_call(
+        "admin_event",
+        services.redis.xadd(
+            keys.ADMIN_EVENTS,
+            event,
+            maxlen=services.settings.redis.stream_max_len,
+            approximate=True,
+        ),
+    )
+    await redis_call("admin_registry", services.redis.sadd(keys.EVENT_STREAMS, keys.ADMIN_EVENTS))
 
 
 async def _body(request: web.Request, services: Worker) -> bytes:
@@ -111,12 +139,15 @@ def _campaign_fields(campaign_id: str, put: CampaignPut) -> list[Any]:
         put.benefit.sku,
         "suppliers",
         ",".join(put.benefit.suppliers),
+        # Optional fields: left out when unset, and admin_campaign.lua removes them.
+        *(["unit_cost", put.unit_cost] if put.unit_cost is not None else []),
+        *(["currency", put.currency] if put.currency is not None else []),
     ]
 
 
 def campaign_document(campaign_id: str, fields: dict[str, str]) -> dict[str, Any]:
     """The admin view of a campaign: its configuration, stock and current state."""
-    return {
+    document: dict[str, Any] = {
         "campaign_id": campaign_id,
         "name": fields["name"],
         "state": campaign_state(fields, int(time.time() * 1000)),
@@ -133,6 +164,11 @@ def campaign_document(campaign_id: str, fields: dict[str, str]) -> dict[str, Any
             "suppliers": [s for s in fields["suppliers"].split(",") if s],
         },
     }
+    if "unit_cost" in fields:
+        document["unit_cost"] = int(fields["unit_cost"])
+    if "currency" in fields:
+        document["currency"] = fields["currency"]
+    return document
 
 
 async def _document(services: Worker, campaign_id: str, status: int = 200) -> web.Response:
@@ -158,6 +194,7 @@ async def put_campaign(request: web.Request) -> web.Response:
                 now_text,
                 services.settings.redis.stream_max_len,
                 put.stock,
+                *_actor_args(request),
                 *_campaign_fields(campaign_id, put),
             ],
         ),
@@ -178,7 +215,13 @@ async def change_stock(request: web.Request) -> web.Response:
         "admin_stock",
         services.scripts.admin_stock(
             keys=[keys.campaign(tag, campaign_id), keys.events(tag)],
-            args=[campaign_id, change.add, now_text, services.settings.redis.stream_max_len],
+            args=[
+                campaign_id,
+                change.add,
+                now_text,
+                services.settings.redis.stream_max_len,
+                *_actor_args(request),
+            ],
         ),
     )
     if not found:
@@ -201,6 +244,7 @@ def _set_paused(paused: bool) -> Handler:
                     "1" if paused else "0",
                     now_text,
                     services.settings.redis.stream_max_len,
+                    *_actor_args(request),
                 ],
             ),
         )
@@ -235,24 +279,12 @@ async def put_risk_list(request: web.Request) -> web.Response:
         await redis_call("admin_lists", apply_update(services.redis, name, add, remove))
     except ValueError as exc:  # ListError: a bad entry, or one both added and removed
         raise invalid(str(exc)) from None
-    _, now_text = _now()
-    await redis_call(
-        "admin_lists",
-        services.redis.xadd(
-            keys.ADMIN_EVENTS,
-            {
-                "type": "risk.list_changed",
-                "ts": now_text,
-                "list": name,
-                "added": len(add),
-                "removed": len(remove),
-            },
-            maxlen=services.settings.redis.stream_max_len,
-            approximate=True,
-        ),
-    )
-    await redis_call("admin_registry", services.redis.sadd(keys.EVENT_STREAMS, keys.ADMIN_EVENTS))
     size = await redis_call("admin_lists", services.redis.scard(list_key(name)))
+    await _admin_event(
+        request,
+        {"type": "risk.list_changed", "list": name, "added": len(add), "removed": len(remove)},
+        size=size,
+    )
     return json_response({"list": name, "added": len(add), "removed": len(remove), "size": size})
 
 
@@ -273,7 +305,13 @@ async def add_cards(request: web.Request) -> web.Response:
                 keys.card_pool(tag, campaign_id),
                 keys.events(tag),
             ],
-            args=[campaign_id, now_text, services.settings.redis.stream_max_len, *sealed],
+            args=[
+                campaign_id,
+                now_text,
+                services.settings.redis.stream_max_len,
+                *_actor_args(request),
+                *sealed,
+            ],
         ),
     )
     if size < 0:
@@ -302,6 +340,8 @@ def _voucher_state(action: str) -> Handler:
                     now_text,
                     services.settings.redis.stream_max_len,
                     codes.mask_code(code),
+                    codes.claim_id_for(code),
+                    *_actor_args(request),
                 ],
             ),
         )
@@ -311,6 +351,10 @@ def _voucher_state(action: str) -> Handler:
         return json_response({"voucher_code": code, "state": state})
 
     return handler
+
+
+def _breaker(services: Worker, supplier_id: str) -> dict[str, Any]:
+    return next(s for s in services.pool.snapshot() if s["id"] == supplier_id)
 
 
 async def list_suppliers(request: web.Request) -> web.Response:
@@ -323,38 +367,54 @@ def _supplier_action(action: str) -> Handler:
         supplier_id = request.match_info["supplier_id"]
         if supplier_id not in services.pool.supplier_ids:
             raise ApiError(404, "supplier_not_found", "no such supplier")
+        before = _breaker(services, supplier_id)
         await redis_call("admin_breaker", getattr(services.breakers, action)(supplier_id))
-        _, now_text = _now()
-        await redis_call(
-            "admin_breaker",
-            services.redis.xadd(
-                keys.ADMIN_EVENTS,
-                {"type": f"supplier.{action}", "ts": now_text, "supplier": supplier_id},
-                maxlen=services.settings.redis.stream_max_len,
-                approximate=True,
-            ),
+        after = _breaker(services, supplier_id)
+        await _admin_event(
+            request,
+            {"type": f"supplier.{action}", "supplier": supplier_id},
+            state_before=before["state"],
+            state=after["state"],
         )
-        snapshot = [s for s in services.pool.snapshot() if s["id"] == supplier_id]
-        return json_response(snapshot[0])
+        return json_response(after)
 
     return handler
 
 
+# Every admin route and the least role that may call it (SPEC 4): `viewer` reads; `operator`
+# runs campaigns and vouchers; `admin` alone changes risk lists and supplier breakers.
+ROUTES: tuple[tuple[str, str, Handler, Role], ...] = (
+    ("GET", "/admin/campaigns/{campaign_id}", get_campaign, "viewer"),
+    ("GET", "/admin/campaigns/{campaign_id}/stats", stats, "viewer"),
+    ("GET", "/admin/suppliers", list_suppliers, "viewer"),
+    ("PUT", "/admin/campaigns/{campaign_id}", put_campaign, "operator"),
+    ("POST", "/admin/campaigns/{campaign_id}/stock", change_stock, "operator"),
+    ("POST", "/admin/campaigns/{campaign_id}/pause", _set_paused(True), "operator"),
+    ("POST", "/admin/campaigns/{campaign_id}/resume", _set_paused(False), "operator"),
+    ("POST", "/admin/campaigns/{campaign_id}/card-secrets", add_cards, "operator"),
+    ("POST", "/admin/vouchers/{code}/freeze", _voucher_state("freeze"), "operator"),
+    ("POST", "/admin/vouchers/{code}/unfreeze", _voucher_state("unfreeze"), "operator"),
+    ("PUT", "/admin/risk/lists/{list}", put_risk_list, "admin"),
+    ("POST", "/admin/suppliers/{supplier_id}/force-open", _supplier_action("force_open"), "admin"),
+    (
+        "POST",
+        "/admin/suppliers/{supplier_id}/force-closed",
+        _supplier_action("force_closed"),
+        "admin",
+    ),
+    ("POST", "/admin/suppliers/{supplier_id}/reset", _supplier_action("reset"), "admin"),
+)
+MIN_ROLE: dict[tuple[str, str], Role] = {(method, path): role for method, path, _, role in ROUTES}
+
+
 def add_routes(app: web.Application) -> None:
+    """The admin routes, behind require_admin; app[WORKER] must be set already."""
+    settings = app[WORKER].settings
+    app[OPERATORS] = Operators(settings.admin.operators)
+    app[CALLER_IP] = ClientIp(settings.server.trusted_proxies)
     app.middlewares.append(require_admin)
-    app.router.add_put("/admin/campaigns/{campaign_id}", put_campaign)
-    app.router.add_get("/admin/campaigns/{campaign_id}", get_campaign)
-    app.router.add_post("/admin/campaigns/{campaign_id}/stock", change_stock)
-    app.router.add_post("/admin/campaigns/{campaign_id}/pause", _set_paused(True))
-    app.router.add_post("/admin/campaigns/{campaign_id}/resume", _set_paused(False))
-    app.router.add_get("/admin/campaigns/{campaign_id}/stats", stats)
-    app.router.add_post("/admin/campaigns/{campaign_id}/card-secrets", add_cards)
-    app.router.add_post("/admin/vouchers/{code}/freeze", _voucher_state("freeze"))
-    app.router.add_post("/admin/vouchers/{code}/unfreeze", _voucher_state("unfreeze"))
-    app.router.add_put("/admin/risk/lists/{list}", put_risk_list)
-    app.router.add_get("/admin/suppliers", list_suppliers)
-    app.router.add_post("/admin/suppliers/{supplier_id}/force-open", _supplier_action("force_open"))
-    app.router.add_post(
-        "/admin/suppliers/{supplier_id}/force-closed", _supplier_action("force_closed")
-    )
-    app.router.add_post("/admin/suppliers/{supplier_id}/reset", _supplier_action("reset"))
+    for method, path, handler, _ in ROUTES:
+        if method == "GET":
+            app.router.add_get(path, handler)  # and HEAD, which MIN_ROLE reads as GET
+        else:
+            app.router.add_route(method, path, handler)

@@ -30,6 +30,9 @@ EXPECTED = {
     "bad_trusted_proxy.toml": "server.trusted_proxies[1]: not an address or CIDR",
     "bad_unknown_key.toml": "server.workerz: unknown key",
     "bad_toml_syntax.toml": "config: not valid TOML",
+    "bad_admin_duplicate_name.toml": "admin.users[1].name: duplicate admin user name 'olga'",
+    "bad_admin_reused_token.toml": "admin.users[1].token: the same token is given to two",
+    "bad_admin_role.toml": "admin.users[0].role: Invalid enum value 'root'",
 }
 
 
@@ -132,3 +135,35 @@ def test_a_mistyped_section_is_reported_once_and_the_others_still_checked() -> N
         "admin.token: Expected `str`, got `int`",
         "server.workers: must be 1..256, got 0",
     ]
+
+
+def test_admin_token_is_an_admin_named_admin_beside_the_named_users() -> None:
+    raw = b"""[admin]
+token = "root-token"
+[[admin.users]]
+name = "vic"
+token = "viewer-token"
+role = "viewer"
+"""
+    operators = parse(raw, env={}).admin.operators
+    assert [(u.name, u.token, u.role) for u in operators] == [
+        ("admin", "root-token", "admin"),
+        ("vic", "viewer-token", "viewer"),
+    ]
+
+
+def test_named_users_alone_need_no_admin_token() -> None:
+    raw = b'[[admin.users]]\nname = "ada"\ntoken = "admin-token"\nrole = "admin"\n'
+    assert [u.name for u in parse(raw, env={}).admin.operators] == ["ada"]
+
+
+def test_a_named_user_may_not_take_the_name_admin_beside_admin_token() -> None:
+    raw = b"""[admin]
+token = "root-token"
+[[admin.users]]
+name = "admin"
+token = "other-token"
+role = "viewer"
+"""
+    with pytest.raises(ConfigError, match=r"admin.users\[0\].name: duplicate admin user name"):
+        parse(raw, env={})

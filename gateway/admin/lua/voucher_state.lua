@@ -1,7 +1,8 @@
 -- voucher_state.lua: freeze or unfreeze a voucher (admin), with its event.
 -- KEYS[1] voucher   KEYS[2] event stream
 -- ARGV[1] 'freeze' | 'unfreeze'   ARGV[2] now as RFC 3339   ARGV[3] stream max length
--- ARGV[4] masked code
+-- ARGV[4] masked code   ARGV[5] claim id (the code's look-up digest: events never carry a code)
+-- ARGV[6] actor (the admin user's name)   ARGV[7] the actor's IP
 -- Returns 0 no such voucher, 1 done (or already so), 2 already redeemed, 3 being redeemed.
 -- The record is lua/claim.lua's: a state letter first ('x': a refused claim, no voucher).
 local SEP = '\31'
@@ -17,6 +18,7 @@ if state ~= target then
   for part in string.gmatch(raw, '([^' .. SEP .. ']+)') do parts[#parts + 1] = part end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type',
              ARGV[1] == 'freeze' and 'voucher.frozen' or 'voucher.unfrozen', 'ts', ARGV[2],
-             'campaign_id', parts[3], 'user_id', parts[4], 'voucher_code', ARGV[4])
+             'campaign_id', parts[3], 'user_id', parts[4], 'voucher_code', ARGV[4],
+             'claim_id', ARGV[5], 'actor', ARGV[6], 'actor_ip', ARGV[7])
 end
 return 1
