@@ -54,3 +54,48 @@ class SlidingWindowLog:
     def hits(self, key: str) -> list[int]:
         """The key's log, oldest first, as `LRANGE key 0 -1` reads it from Redis."""
         return list(self._logs.get(key, ()))
+
+
+class CoarseWindowLog:
+    """Pure-Python twin of `coarse_window.lua`: per key, group start times and the newest
+    group's count. Expiry is left out, as in SlidingWindowLog."""
+
+    def __init__(self) -> None:
+        self._starts: dict[str, list[int]] = {}
+        self._newest_count: dict[str, int] = {}
+
+    def admit(
+        self, key: str, limit: int, window_ms: int, now_ms: int, group: int
+    ) -> tuple[int, int]:
+        """`cw_admit`: (hits counted before this one, retry_after_ms); records when admitted."""
+        starts = self._starts.get(key)
+        if not starts:
+            self._starts[key], self._newest_count[key] = [now_ms], 1
+            return 0, 0
+        while len(starts) >= 2 and starts[1] <= now_ms - window_ms:
+            starts.pop(0)
+        c = self._newest_count[key]
+        count = (len(starts) - 1) * group + c
+        if count >= limit:
+            return count, starts[1] + window_ms - now_ms
+        if c < group:
+            self._newest_count[key] = c + 1
+        else:
+            starts.append(max(now_ms, starts[-1]))
+            self._newest_count[key] = 1
+        return count, 0
+
+    def unadmit(self, key: str, group: int) -> None:
+        """`cw_unadmit`: take back the hit just admitted."""
+        c = self._newest_count[key]
+        if c > 1:
+            self._newest_count[key] = c - 1
+        elif len(self._starts[key]) == 1:
+            del self._starts[key], self._newest_count[key]
+        else:
+            self._starts[key].pop()
+            self._newest_count[key] = group
+
+    def state(self, key: str) -> tuple[list[int], int]:
+        """(group starts, the newest group's count), as the Valkey list holds them."""
+        return list(self._starts.get(key, ())), self._newest_count.get(key, 0)

@@ -18,9 +18,12 @@ Dimension = Literal["ip", "device", "user", "client"]
 
 DIMENSIONS: Final = ("ip", "device", "user", "client")
 ROUTES: Final = ("claim", "redeem")
-# A log keeps one entry per admitted hit, so memory grows with the limit; past this a counter
-# algorithm is the better tool (see the package docstring).
-MAX_LIMIT: Final = 100_000
+MAX_LIMIT: Final = 1_000_000_000
+MAX_WINDOW_S: Final = 30 * 86_400
+# Up to this many hits a limit keeps the exact log (one entry per hit); above, the coarse log
+# keeps one entry per group of limit // COARSE_GROUPS hits, so its memory stays bounded.
+EXACT_MAX_HITS: Final = 128
+COARSE_GROUPS: Final = 64
 MAX_IDENTITY_CHARS: Final = 128
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, TAB and DEL included
@@ -35,12 +38,18 @@ class Limit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     by: Dimension
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]
-    window_s: Annotated[int, msgspec.Meta(ge=1)]
+    window_s: Annotated[int, msgspec.Meta(ge=1, le=MAX_WINDOW_S)]
 
     @property
     def window_ms(self) -> int:
         """The window in milliseconds, the unit the Lua functions take."""
         return self.window_s * 1000
+
+    @property
+    def group(self) -> int:
+        """Hits per log entry: 1 (the exact log) up to EXACT_MAX_HITS, else limit // 64, so a
+        window never admits more than `limit` and never refuses below limit - group."""
+        return 1 if self.limit <= EXACT_MAX_HITS else self.limit // COARSE_GROUPS
 
 
 RouteLimits = dict[str, list[Limit]]

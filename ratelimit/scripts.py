@@ -14,3 +14,9 @@ def sliding_window_source() -> str:
     """Return the sliding-window library chunk (sw_peek, sw_record, sw_admit), to be joined in
     front of a script body."""
     return load_lua("ratelimit", "sliding_window.lua")
+
+
+def coarse_window_source() -> str:
+    """Return the coarse-window library chunk (cw_admit, cw_unadmit), for limits above
+    EXACT_MAX_HITS, to be joined in front of a script body."""
+    return load_lua("ratelimit", "coarse_window.lua")
