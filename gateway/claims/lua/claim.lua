@@ -8,9 +8,9 @@
 -- Replies, per claim: outcome, a, b, fired. OK: a = voucher expiry, b = stock left; REPLAY:
 --   a = the stored record; RATE_LIMITED: a = limit index, b = retry after; fired: the
 --   1-based indexes of the rules that hit, comma separated, '' for none.
--- Units: ms (clock, windows, TTLs). Outcomes (gateway/records.py), LIMITS, LIST_LOGS, FW_*
---   and the TTLs are constants of the library text (gateway/claims/desk.py); records and
---   allowance fields as in gateway/records.py and gateway/valkey/keys.py.
+-- Units: ms (clock, windows, expiry, retry after). Outcomes (gateway/records.py), LIMITS,
+--   LIST_LOGS, FW_* and the TTLs are constants of the library text (gateway/claims/desk.py);
+--   records and allowance fields as in gateway/records.py and gateway/valkey/keys.py.
 -- Why it is shaped so: docs/design/claim-script.md. This chunk runs once, at FUNCTION LOAD;
 --   `call` is the function.
 
