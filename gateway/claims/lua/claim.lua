@@ -17,7 +17,11 @@
 local SEP = '\31'
 local VOUCHER_KEEP_MS = 2592000000 -- a voucher is kept 30 days past its expiry
 local REFUSAL_KEEP_MS = IDEMPOTENCY_TTL_S * 1000
-local LIMIT_COUNT = #LIMITS / 3 -- LIMITS: limit, window ms, log (list number, 'u' or 'd')
+-- LIMITS, flat (limit, window ms, log: a list-log number, 'u' or 'd'), by limit index.
+local LIMIT_COUNT, LIMIT, WINDOW, LOG = #LIMITS / 3, {}, {}, {}
+for i = 1, LIMIT_COUNT do
+  LIMIT[i], WINDOW[i], LOG[i] = LIMITS[3 * i - 2], LIMITS[3 * i - 1], LIMITS[3 * i]
+end
 local HEAD_KEYS, HEAD_ARGS = 3, 6
 -- Offsets in a claim's keys, its arguments and a rule's arguments (gateway/claims/layout.py).
 local VOUCHER, RULE_KEYS_AT = 1, 1 + LIST_LOGS
@@ -60,7 +64,7 @@ end
 -- A field log is only checked here: the hit goes in with the field's write.
 local function admit(k, user_hits, device_hits)
   for i = 1, LIMIT_COUNT do
-    local limit, window, log = LIMITS[3 * i - 2], LIMITS[3 * i - 1], LIMITS[3 * i]
+    local limit, window, log = LIMIT[i], WINDOW[i], LOG[i]
     local retry
     if log == 'u' then
       retry = fw_check(user_hits, limit, window, now_ms)
@@ -72,7 +76,7 @@ local function admit(k, user_hits, device_hits)
     end
     if retry > 0 then
       for j = 1, i - 1 do
-        local earlier = LIMITS[3 * j]
+        local earlier = LOG[j]
         if type(earlier) == 'number' then
           sw_unadmit(KEYS[k + VOUCHER + earlier])
           newest_hit[KEYS[k + VOUCHER + earlier]] = nil -- the hit it knew is gone: read again
@@ -220,11 +224,12 @@ local function read(claims)
   local vouchers = {}
   local wanted = {KEYS[1], 'starts_ms', 'ends_ms', 'paused', 'stock_left', 'per_user_limit',
                   'per_device_limit', 'voucher_ttl_s', 'granted'}
+  local k, a = HEAD_KEYS, HEAD_ARGS
   for nth = 1, claims do
-    local a = HEAD_ARGS + (nth - 1) * args_per_claim
-    vouchers[nth] = KEYS[HEAD_KEYS + (nth - 1) * keys_per_claim + VOUCHER]
+    vouchers[nth] = KEYS[k + VOUCHER]
     wanted[CLAIMANTS_AT + 2 * nth + 1] = ARGV[a + USER_FIELD]
     wanted[CLAIMANTS_AT + 2 * nth + 2] = ARGV[a + DEVICE_FIELD]
+    k, a = k + keys_per_claim, a + args_per_claim
   end
   records = redis.call('MGET', unpack(vouchers))
   c = redis.call('HMGET', unpack(wanted))
@@ -279,11 +284,11 @@ local function call(keys, argv)
   fields, written, keep_ms, rejected, newest_hit, ev, events = {}, {}, {}, {}, {}, {}, 0
   local claims = (#KEYS - HEAD_KEYS) / keys_per_claim
   read(claims)
-  local granted_before, results = granted, {}
+  local granted_before, results, k, a = granted, {}, HEAD_KEYS, HEAD_ARGS
   for nth = 1, claims do
     local o = 4 * nth
-    results[o - 3], results[o - 2], results[o - 1], results[o] =
-      decide(nth, HEAD_KEYS + (nth - 1) * keys_per_claim, HEAD_ARGS + (nth - 1) * args_per_claim)
+    results[o - 3], results[o - 2], results[o - 1], results[o] = decide(nth, k, a)
+    k, a = k + keys_per_claim, a + args_per_claim
   end
   write(granted_before)
   for e = 0, 6 * (events - 1), 6 do
