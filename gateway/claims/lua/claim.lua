@@ -37,7 +37,7 @@ local CAMPAIGN_READ, CLAIMANTS_AT = 8, 7
 -- The call's state, set by `call`: upvalues of the helpers below, so a call builds no closure.
 local KEYS, ARGV, now_ms, now_text, campaign_id, client_id, rules, nonce
 local nonce_at, keys_per_claim, args_per_claim
-local records, c -- the MGET of the vouchers, the HMGET of the campaign and claimants
+local records, stored -- what the MGET of the vouchers and the HMGET of the campaign found
 local found, starts_ms, ends_ms, paused, stock_left, per_user, per_device, ttl_s, granted
 local fields     -- allowance field -> its new value (the claimant's later claims read it)
 local written    -- voucher key -> its new record (a retry later in the batch replays it)
@@ -164,7 +164,7 @@ local function grant(a, voucher_key, fired)
   return OK, expires, stock_left, fired
 end
 
--- The nth claim, its keys after offset k and its arguments after offset a.
+-- The nth claim, its keys after offset k and its arguments after offset a: its four replies.
 local function decide(nth, k, a)
   if nonce == 1 and not redis.call('SET', KEYS[k + nonce_at], '1', 'NX', 'PX', NONCE_TTL_MS) then
     return NONCE_SPENT, 0, 0, ''
@@ -179,8 +179,8 @@ local function decide(nth, k, a)
   end
   local user_field, device_field = ARGV[a + USER_FIELD], ARGV[a + DEVICE_FIELD]
   local user_value, device_value = fields[user_field], fields[device_field]
-  if user_value == nil then user_value = c[CLAIMANTS_AT + 2 * nth] end
-  if device_value == nil then device_value = c[CLAIMANTS_AT + 2 * nth + 1] end
+  if user_value == nil then user_value = stored[CLAIMANTS_AT + 2 * nth] end
+  if device_value == nil then device_value = stored[CLAIMANTS_AT + 2 * nth + 1] end
   local user_grants, user_hits = fw_parse(user_value)
   local device_grants, device_hits = fw_parse(device_value)
 
@@ -232,9 +232,9 @@ local function read(claims)
     k, a = k + keys_per_claim, a + args_per_claim
   end
   records = redis.call('MGET', unpack(vouchers))
-  c = redis.call('HMGET', unpack(wanted))
+  stored = redis.call('HMGET', unpack(wanted))
   starts_ms, ends_ms, paused, stock_left, per_user, per_device, ttl_s, granted =
-    unpack(c, 1, CAMPAIGN_READ)
+    unpack(stored, 1, CAMPAIGN_READ)
   found = starts_ms
   per_user, per_device = (per_user or 0) + 0, (per_device or 0) + 0
   stock_left, granted = (stock_left or 0) + 0, (granted or 0) + 0
@@ -275,6 +275,7 @@ local function append(e, a, kind, ...)
   end
 end
 
+-- The function: read for the batch, decide each claim in turn, write, then the events.
 local function call(keys, argv)
   KEYS, ARGV = keys, argv
   now_ms, now_text, campaign_id, client_id, rules, nonce = unpack(ARGV, 1, HEAD_ARGS)
