@@ -1,28 +1,25 @@
 """The claims a worker has in flight on one campaign, decided together by one FCALL.
 
-A flash sale puts many claims on one campaign in every event-loop turn. Decided one FCALL
-each, every claim paid for a GET of its voucher record, an HMGET of the campaign and an HSET
-of its counters, and for the call itself; `lua/claim.lua` decides a batch of them in turn,
-exactly as one call each would, with one MGET, one HMGET and one HSET for the lot. What stays
-per claim in Valkey is its voucher's SET and its events' XADDs.
-
-A batch holds the claims submitted in one loop turn with the same shape (campaign, client,
-velocity rules carried, nonce or not: the layout of their keys and arguments) and is sent at
-the end of the turn, or at once when it holds CLAIMS_PER_CALL claims, so Valkey starts on it
-while the worker still parses the requests behind it. Nothing waits for a batch to fill.
+`lua/claim.lua` decides a batch in turn, exactly as one call each would, sharing the reads
+and writes of the campaign (docs/design/claim-script.md). A batch holds the claims submitted
+in one loop turn with the same shape (campaign, client, velocity rules carried, nonce or not:
+the layout of their keys and arguments) and is sent at the end of the turn, or at once when
+it holds CLAIMS_PER_CALL claims, so Valkey starts on it while the worker still parses the
+requests behind it. Nothing waits for a batch to fill.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
-# Claims per FCALL at most: as many as the auto-pipeline wrote per batch before (FLUSH_AT),
-# where a sale's claims went out in writes of 16 (measured with `make bench`'s load); a
-# bigger batch also keeps Valkey busy on one call for longer (~40 µs per claim).
+from gateway.claims.layout import Reply
+
+# Claims per FCALL at most: a bigger batch keeps Valkey on one call, and its claims waiting,
+# for longer (docs/design/claim-script.md says why 16).
 CLAIMS_PER_CALL = 16
-RESULT_ENTRIES = 4  # per claim in the function's flat answer: outcome, a, b, rules fired
+RESULT_ENTRIES = len(Reply._fields)  # per claim in the function's flat answer
 
 
 class _Batch:
@@ -31,7 +28,7 @@ class _Batch:
     def __init__(self, keys: list[Any], args: list[Any]) -> None:
         self.keys = keys
         self.args = args
-        self.replies: list[asyncio.Future[Any]] = []
+        self.replies: list[asyncio.Future[Reply]] = []
 
 
 class ClaimBatcher:
@@ -40,7 +37,7 @@ class ClaimBatcher:
     def __init__(
         self, call: Callable[..., Awaitable[list[Any]]], per_call: int = CLAIMS_PER_CALL
     ) -> None:
-        """`call(keys=..., args=..., flush=True)` runs the claim function (gateway.scripts)."""
+        """`call(keys=..., args=..., flush=True)` runs the claim function (Scripts.claim)."""
         self._call = call
         self._per_call = per_call
         self._open: dict[Hashable, _Batch] = {}
@@ -50,12 +47,12 @@ class ClaimBatcher:
     def submit(
         self,
         shape: Hashable,
-        head_keys: list[Any],
-        head_args: list[Any],
-        keys: list[Any],
-        args: list[Any],
-    ) -> asyncio.Future[Any]:
-        """One claim's part of its batch; the future gets the claim's own result.
+        head_keys: Sequence[Any],
+        head_args: Sequence[Any],
+        keys: Sequence[Any],
+        args: Sequence[Any],
+    ) -> asyncio.Future[Reply]:
+        """One claim's part of its batch; the future gets the claim's own Reply.
 
         `head_keys` and `head_args` lead the call and are taken from the claim that opens the
         batch: claims of one shape share them (the campaign's keys, the clock reading).
@@ -69,7 +66,7 @@ class ClaimBatcher:
                 loop.call_soon(self._send_open)
         batch.keys += keys
         batch.args += args
-        reply: asyncio.Future[Any] = loop.create_future()
+        reply: asyncio.Future[Reply] = loop.create_future()
         batch.replies.append(reply)
         if len(batch.replies) >= self._per_call:
             del self._open[shape]
@@ -103,7 +100,9 @@ class ClaimBatcher:
             return
         for at, reply in enumerate(batch.replies):
             if not reply.done():  # else its request went away meanwhile
-                reply.set_result(results[RESULT_ENTRIES * at : RESULT_ENTRIES * (at + 1)])
+                reply.set_result(
+                    Reply._make(results[RESULT_ENTRIES * at : RESULT_ENTRIES * (at + 1)])
+                )
 
 
 def _fail(batch: _Batch, error: Exception) -> None:

@@ -5,7 +5,8 @@ identity the pre-filter knows is over a limit (429), a blocked list entry (403),
 sold-out flag is up (409, after one cheap look for a stored idempotency record so a retried
 grant still replays). Everything else — idempotency, limits, velocity rules, campaign state,
 allowances, stock, the voucher and the outbox event — is `lua/claim.lua`, one FCALL, which
-decides the claims on one campaign that are in flight in one loop turn (`claim_batch.py`).
+decides the claims on one campaign that are in flight in one loop turn (`batcher.py`), each
+claim's keys and arguments laid out as `layout.py` names them.
 
 The voucher code is derived from the client, the campaign and the Idempotency-Key
 (`codes.voucher_code_for`), so the voucher record is also the claim's idempotency record: a
@@ -21,6 +22,7 @@ from typing import Any
 
 from gateway import codes
 from gateway.claims.batcher import ClaimBatcher
+from gateway.claims.layout import ClaimArgs, Head, Reply, RuleArgs, claim_keys, outcome_constants
 from gateway.errors import ApiError, business, rate_limited
 from gateway.http.wire import Answer
 from gateway.list_hits import ListHits
@@ -97,7 +99,7 @@ def limit_fields(limits: list[Limit]) -> list[str | None]:
 
 
 def claim_script_constants(settings: Settings) -> str:
-    """The configuration the claim script reads, as Lua in front of its body (claim.lua)."""
+    """The configuration and outcomes the claim script reads, as Lua in front of it."""
     limits = settings.limits.get("claim", [])
     in_fields = field_windows(limits)
     entries, lists = [], 0
@@ -114,7 +116,7 @@ def claim_script_constants(settings: Settings) -> str:
         f"local LIMITS = {{{', '.join(entries)}}}\n"
         f"local LIST_LOGS = {lists}\n"
         f"local FW_USER_KEEP, FW_USER_SPAN = {keep_u}, {span_u}\n"
-        f"local FW_DEVICE_KEEP, FW_DEVICE_SPAN = {keep_d}, {span_d}\n"
+        f"local FW_DEVICE_KEEP, FW_DEVICE_SPAN = {keep_d}, {span_d}\n" + outcome_constants()
     )
 
 
@@ -202,26 +204,26 @@ class ClaimDesk:
             else []
         )
         now_ms = int(now * 1000)
-        # Claims of one shape in this loop turn go in one call (claim_batch.py); the campaign's
-        # keys and the first claim's clock lead it.
+        claim = ClaimArgs(
+            fp=request_fp,
+            claim_id=claim_id,
+            masked_code=codes.mask_code(code),
+            user_id=req.user_id,
+            device_id=req.device_id,
+            ip=caller.ip,
+            request_id=caller.request_id,
+            user_field=keys.allowance_field("u", req.user_id),
+            device_field=keys.allowance_field("d", req.device_id),
+        )
+        # Claims of one shape in this loop turn go in one call, led by the campaign's keys and
+        # the first claim's clock.
         shape = (campaign_id, caller.client_id, len(rules), len(nonce_keys))
         decided = self._batches.submit(
             shape,
-            [ring.campaign, ring.rejections, ring.events],
-            [now_ms, rfc3339_ms(now_ms), campaign_id, caller.client_id, *shape[2:]],
-            [voucher_key, *[limit_keys[i] for i in self._listed], *rule_keys, *nonce_keys],
-            [
-                request_fp,
-                claim_id,
-                codes.mask_code(code),
-                req.user_id,
-                req.device_id,
-                caller.ip,
-                caller.request_id,
-                keys.allowance_field("u", req.user_id),
-                keys.allowance_field("d", req.device_id),
-                *rule_args,
-            ],
+            (ring.campaign, ring.rejections, ring.events),
+            Head(now_ms, rfc3339_ms(now_ms), campaign_id, caller.client_id, *shape[2:]),
+            claim_keys(voucher_key, [limit_keys[i] for i in self._listed], rule_keys, nonce_keys),
+            [*claim, *rule_args] if rule_args else claim,
         )
         result = await redis_call("claim", decided)
         return self._answer(
@@ -259,7 +261,7 @@ class ClaimDesk:
         rules: list[RiskRule],
     ) -> tuple[list[str], list[Any]]:
         rule_keys: list[str] = []
-        args: list[Any] = []
+        args: list[Any] = []  # a RuleArgs per rule
         for rule in rules:
             kind = KINDS[rule.kind]
             suffix = velocity_key(rule, ids[kind.per])
@@ -267,12 +269,14 @@ class ClaimDesk:
             counting = "distinct" if kind.counts == "distinct" else "count"
             member = ids[kind.member] if kind.member else ""
             effect = "shadow" if rule.mode == "shadow" else rule.decision
-            args += [rule.id, counting, rule.threshold, rule.window_s * 1000, member, effect]
+            args += RuleArgs(
+                rule.id, counting, rule.threshold, rule.window_s * 1000, member, effect
+            )
         return rule_keys, args
 
     def _answer(
         self,
-        result: list[Any],
+        reply: Reply,
         campaign_id: str,
         req: ClaimRequest,
         code: str,
@@ -282,20 +286,20 @@ class ClaimDesk:
         rules: list[RiskRule],
         now: float,
     ) -> Answer:
-        outcome = int(result[0])
-        for index in result[3].split(b",") if result[3] else ():
+        outcome = int(reply.outcome)
+        for index in reply.fired.split(b",") if reply.fired else ():
             rule = rules[int(index) - 1]
             metrics.risk_decisions.labels(rule.id, rule.decision, rule.mode).inc()
         if outcome == Outcome.OK:
             metrics.claims.labels("granted").inc()
-            metrics.stock_left.labels(campaign_id).set(int(result[2]))
-            return self._granted(campaign_id, req.user_id, code, claim_id, int(result[1]))
+            metrics.stock_left.labels(campaign_id).set(int(reply.b))
+            return self._granted(campaign_id, req.user_id, code, claim_id, int(reply.a))
         if outcome == Outcome.REPLAY:
-            return self._replay(campaign_id, req.user_id, code, request_fp, result[1])
+            return self._replay(campaign_id, req.user_id, code, request_fp, reply.a)
         if outcome == Outcome.RATE_LIMITED:
-            lim = self._limits[int(result[1]) - 1]
-            retry_ms = int(result[2])
-            self.prefilter.block(limit_keys[int(result[1]) - 1], now + retry_ms / 1000)
+            limit_index, retry_ms = int(reply.a) - 1, int(reply.b)
+            lim = self._limits[limit_index]
+            self.prefilter.block(limit_keys[limit_index], now + retry_ms / 1000)
             metrics.ratelimit_rejections.labels("claim", lim.by, "redis").inc()
             metrics.claims.labels("rate_limited").inc()
             raise rate_limited(retry_ms, lim.limit)

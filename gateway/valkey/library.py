@@ -4,6 +4,8 @@ Library chunks (`ratelimit/sliding_window.lua`, `ratelimit/field_window.lua`,
 `risk/velocity.lua`) only define local functions. The library is those chunks once, then each
 script: the constants its caller wrote from the configuration (if any) and its body, as a
 function registered under the script's name and the library's digest. A call is one FCALL.
+A script that defines `local function call(keys, argv)` at its top level is a chunk instead:
+it runs once, at load, and `call` is the function, so its helpers are built once, not per call.
 
 Functions, not EVALSHA: a library's chunk runs once, at FUNCTION LOAD, so its closures and
 constant tables are built once, not on every call (docs/design/claim-path.md).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
@@ -47,6 +50,10 @@ LIBRARIES = (
 )
 
 
+# A script that is a chunk names its function `call`, defined at its top level.
+CHUNK_ENTRY = re.compile(r"^local function call\(", re.MULTILINE)
+
+
 def read_lua(package: str, name: str) -> str:
     """The text of a .lua file shipped next to a package's code."""
     return resources.files(package).joinpath(name).read_text(encoding="utf-8")
@@ -56,18 +63,18 @@ def library(names: tuple[str, ...], constants: Mapping[str, str]) -> tuple[str, 
     """(library name, source): the chunks once, then each script body as a function.
 
     A body sees KEYS and ARGV as its parameters, as a script sees them as globals; its
-    constants are locals of a block of its own, so two scripts' constants never meet.
+    constants are locals of a block of its own, so two scripts' constants never meet (nor
+    a chunk script's helpers).
     """
     parts = [read_lua(package, file) for package, file in LIBRARIES]
     for name in names:
-        parts += [
-            "do",
-            constants.get(name, ""),
-            f"redis.register_function('{name}_DIGEST', function(KEYS, ARGV)",
-            read_lua(SCRIPT_ROOMS[name], f"lua/{name}.lua"),
-            "end)",
-            "end",
-        ]
+        script = read_lua(SCRIPT_ROOMS[name], f"lua/{name}.lua")
+        register = f"redis.register_function('{name}_DIGEST', "
+        if CHUNK_ENTRY.search(script):
+            parts += ["do", constants.get(name, ""), script, register + "call)", "end"]
+        else:
+            body = [register + "function(KEYS, ARGV)", script, "end)"]
+            parts += ["do", constants.get(name, ""), *body, "end"]
     code = "\n".join(parts)
     # The digest covers the text with the placeholder, then names the library and functions.
     digest = hashlib.sha1(code.encode(), usedforsecurity=False).hexdigest()[:12]
