@@ -108,7 +108,9 @@ def locust_command(settings: Settings, extra: list[str], web: bool) -> list[str]
     """Locust with locust.conf; the spike shape unless Locust's own knobs or the web UI rule."""
     locust = [sys.executable, "-m", "locust", "--host", settings.host]
     if web:  # not locust.conf: it is headless; the user sets users and rate in the page
-        return [*locust, "--locustfile", LOCUSTFILE, "--web-host", "127.0.0.1", *extra]
+        reports = ["--csv", str(settings.report_dir / "flash_sale")]
+        reports += ["--html", str(settings.report_dir / "flash_sale.html")]
+        return [*locust, "--locustfile", LOCUSTFILE, "--web-host", "127.0.0.1", *reports, *extra]
     cmd = [*locust, "--config", CONF]
     if any(arg.split("=")[0] in KNOBS for arg in extra):
         cmd += ["--locustfile", LOCUSTFILE]  # without the shape, which would override them
@@ -129,14 +131,23 @@ def timeout_s(plan: SpikePlan, extra: list[str], web: bool) -> float | None:
 
 
 def run_locust(cmd: list[str], env: dict[str, str], limit_s: float | None) -> int:
-    """Run Locust; killed if it outlives `limit_s`."""
+    """Run Locust; killed if it outlives `limit_s`. Ctrl-C reaches Locust too: it is given
+    time to stop its users and write the ledger and verdict."""
+    process = subprocess.Popen(cmd, cwd=ROOT, env=env)
     try:
-        return subprocess.run(cmd, cwd=ROOT, env=env, timeout=limit_s, check=False).returncode
+        return process.wait(timeout=limit_s)
     except subprocess.TimeoutExpired:
         print(f"locust still running after {limit_s:.0f} s: killed", file=sys.stderr)
+        process.kill()
+        process.wait()
         return 2
     except KeyboardInterrupt:
-        return 1
+        try:
+            return process.wait(timeout=GRACE_S) or 1
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            process.kill()
+            process.wait()
+            return 1
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:

@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 import pytest
 
+from loadtests import run as loadtests_run
+from loadtests.settings import Settings, SpikePlan
 from tests.served import ADMIN_TOKEN, API_KEY, config_text, free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,3 +116,26 @@ def test_a_short_run_uses_its_own_campaign_and_spreads_users_over_addresses(
     honest_refused = sum(n for k, n in outcomes.items() if re.match(r"redeem [34]\d\d", k))
     assert guesses_refused > 0, outcomes  # the guesser was locked out ...
     assert honest_ok > 0 and honest_refused == 0, outcomes  # ... and no honest redeemer
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("90", 90), ("30s", 30), ("2m", 120), ("1h30m", 5400)]
+)
+def test_locust_run_times_are_read_as_locust_reads_them(text: str, expected: float) -> None:
+    assert loadtests_run.seconds(text) == expected
+
+
+def test_locusts_own_knobs_set_the_spike_shape_aside() -> None:
+    settings, plan = Settings(), SpikePlan()
+    spike = loadtests_run.locust_command(settings, [], web=False)
+    assert "--locustfile" not in spike and "loadtests/locust.conf" in spike  # with the shape
+    knobs = loadtests_run.locust_command(settings, ["-u", "5", "--run-time=1m"], web=False)
+    assert knobs[knobs.index("--locustfile") + 1] == "loadtests/locustfile.py"
+    assert knobs[-3:] == ["-u", "5", "--run-time=1m"]
+    web = loadtests_run.locust_command(settings, [], web=True)
+    assert "loadtests/locust.conf" not in web and "--headless" not in web  # the UI decides
+    assert loadtests_run.timeout_s(plan, [], web=False) == plan.total_s + loadtests_run.GRACE_S
+    assert loadtests_run.timeout_s(plan, ["-t", "2m"], web=False) == 120 + loadtests_run.GRACE_S
+    assert loadtests_run.timeout_s(plan, [], web=True) is None
+    args, extra = loadtests_run.parse(["--fresh-stock", "7", "-u", "3"])
+    assert (args.stock, extra) == (7, ["-u", "3"])
