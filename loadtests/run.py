@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invariants: ERROR {why}")
         return 2
     created = args.campaign is None
+    if created and env.get("CAMPAIGN"):
+        print(f"CAMPAIGN={env['CAMPAIGN']} ignored: --campaign ID runs against an existing one")
     if created:
         stock = args.stock if args.stock is not None else settings.campaign_stock(plan)
         env["CAMPAIGN"] = create_campaign(settings, stock)
