@@ -14,6 +14,7 @@ from gateway import codes
 from gateway.admin import routes as admin_routes
 from gateway.admin.campaigns import CampaignViews
 from gateway.claims.desk import ClaimDesk, claim_script_constants
+from gateway.http import docs_page, openapi
 from gateway.http import routes as public_routes
 from gateway.http.auth import ClientIp, Clients
 from gateway.http.middlewares import Shedder, envelope
@@ -190,9 +191,13 @@ def create_app(
     # (AppRunner and TestServer alike); the dispatch sends claims past the router and the
     # middleware chain and everything else to the original (pinned by test_claim_dispatch).
     public._handle = PublicDispatch(public._handle, claims, shedder)  # type: ignore[method-assign]
+    docs_page.add_docs(public, "Benefits gateway: public API", openapi.PUBLIC_UI_JSON)
 
     admin_app = web.Application(middlewares=[envelope], client_max_size=4 * 1024 * 1024)
     admin_app[SERVICES] = services
     admin_app[admin_routes.WORKER] = services
     admin_routes.add_routes(admin_app)
+    docs_page.add_docs(
+        admin_app, "Benefits gateway: admin API", openapi.ADMIN_UI_JSON, openapi.ADMIN_JSON
+    )
     return public, admin_app

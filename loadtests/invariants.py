@@ -11,10 +11,11 @@ nothing was verified). Locust calls `run_check` itself when it quits.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import urllib.error
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -66,6 +67,8 @@ class Limits:
     per_user_limit: int = 1
     per_device_limit: int = 0  # 0: not checked
     exclusive: bool = True  # the load test was the campaign's only client during the run
+    min_redeem_rate: float = 0.0  # share of honest redemptions that must succeed (0: not judged)
+    guess_lockout: int = 0  # failed guesses after which a guesser is refused (0: not judged)
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,53 @@ def check_deliveries(ledger: Ledger) -> list[Breach]:
     return breaches
 
 
+def answers(ledger: Ledger, route: str) -> Counter[int]:
+    """How often `route` was answered with each status (0: no answer)."""
+    pattern = re.compile(rf"^{re.escape(route)} (\d+)(?: |$)")
+    found: Counter[int] = Counter()
+    for outcome, count in ledger.outcomes.items():
+        if match := pattern.match(outcome):
+            found[int(match[1])] += count
+    return found
+
+
+def check_honest_redemptions(ledger: Ledger, min_rate: float) -> list[Breach]:
+    """At least `min_rate` of the honest users' first redemptions were delivered (or pending).
+
+    The guessers come from other addresses and devices, so their lockout must never reach an
+    honest user; a run that tried no honest redemption proves nothing and fails too.
+    """
+    seen = answers(ledger, "redeem")
+    tried = sum(seen.values())
+    if not tried:
+        return [Breach("honest_redemptions", "none tried: the run judged no redemption")]
+    succeeded = seen[200] + seen[202]
+    if succeeded >= min_rate * tried:
+        return []
+    refused = ", ".join(f"{status}: {n}" for status, n in sorted(seen.items()) if status >= 300)
+    return [
+        Breach(
+            "honest_redemptions",
+            f"{succeeded}/{tried} succeeded ({succeeded / tried:.1%} < {min_rate:.0%}; {refused})"
+            " - is 127.0.0.1 in the gateway's server.trusted_proxies (docs/loadtest.md)?",
+        )
+    ]
+
+
+def check_guessers_locked_out(ledger: Ledger, lockout: int) -> list[Breach]:
+    """Guessers who guessed wrong more often than the lockout allows met 429s."""
+    seen = answers(ledger, "redeem [guess]")
+    if ledger.guessers and seen[404] > ledger.guessers * lockout and not seen[429]:
+        return [
+            Breach(
+                "guessers_not_locked_out",
+                f"{ledger.guessers} guessers had {seen[404]} wrong guesses answered 404 and none"
+                f" refused (lockout after {lockout} per IP or device)",
+            )
+        ]
+    return []
+
+
 def check(
     after: Stats, ledger: Ledger, limits: Limits, before: Stats | None = None
 ) -> list[Breach]:
@@ -185,6 +235,10 @@ def check(
     breaches += check_allowances(ledger, limits)
     breaches += check_idempotency(ledger)
     breaches += check_deliveries(ledger)
+    if limits.min_redeem_rate:
+        breaches += check_honest_redemptions(ledger, limits.min_redeem_rate)
+    if limits.guess_lockout:
+        breaches += check_guessers_locked_out(ledger, limits.guess_lockout)
     return breaches
 
 
@@ -197,6 +251,8 @@ def verdict(breaches: list[Breach]) -> str:
 
 def fetch_stats(settings: Settings, timeout_s: float = 5.0) -> Stats:
     """Read the campaign's stats from the admin API; raises StatsError on any failure."""
+    if not settings.campaign:
+        raise StatsError("CAMPAIGN is not set: name the campaign the run used")
     url = f"{settings.admin_url}/admin/campaigns/{settings.campaign}/stats"
     request = urllib.request.Request(
         url, headers={"Authorization": f"Bearer {settings.admin_token}"}
@@ -215,7 +271,13 @@ def fetch_stats(settings: Settings, timeout_s: float = 5.0) -> Stats:
 
 def limits_from(settings: Settings) -> Limits:
     """The check's assumptions, from the load-test settings."""
-    return Limits(settings.per_user_limit, settings.per_device_limit, settings.exclusive)
+    return Limits(
+        settings.per_user_limit,
+        settings.per_device_limit,
+        settings.exclusive,
+        settings.min_redeem_rate,
+        settings.guess_lockout,
+    )
 
 
 def run_check(settings: Settings, ledger: Ledger) -> tuple[str, int]:
@@ -239,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.ledger:
         ledger.merge(Ledger.load(path))
     if not args.ledger:  # nothing seen: only the stock promises can be judged
-        settings = replace(settings, exclusive=False)
+        settings = replace(settings, exclusive=False, min_redeem_rate=0.0, guess_lockout=0)
     line, code = run_check(settings, ledger)
     print(line)
     return code

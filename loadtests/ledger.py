@@ -51,6 +51,7 @@ class Ledger:
     ambiguous_claims: int = 0  # transport errors / 5xx: the gateway may have granted unseen
     outcomes: Counter[str] = field(default_factory=Counter)
     stats_before: dict[str, Any] | None = None
+    guessers: int = 0  # code guessers started (their lockout is judged per guesser)
     to_redeem: deque[Grant] = field(default_factory=lambda: deque(maxlen=10_000))
 
     def record_grant(self, grant: Grant, *, queue_for_redemption: bool = True) -> None:
@@ -76,6 +77,7 @@ class Ledger:
         self.grants.extend(other.grants)
         self.deliveries.extend(other.deliveries)
         self.ambiguous_claims += other.ambiguous_claims
+        self.guessers += other.guessers
         self.outcomes.update(other.outcomes)
         if self.stats_before is None:
             self.stats_before = other.stats_before
@@ -88,6 +90,7 @@ class Ledger:
             "ambiguous_claims": self.ambiguous_claims,
             "outcomes": dict(self.outcomes),
             "stats_before": self.stats_before,
+            "guessers": self.guessers,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
@@ -102,4 +105,5 @@ class Ledger:
             ambiguous_claims=int(doc.get("ambiguous_claims", 0)),
             outcomes=Counter(doc.get("outcomes", {})),
             stats_before=doc.get("stats_before"),
+            guessers=int(doc.get("guessers", 0)),
         )

@@ -1,12 +1,20 @@
 """A flash-sale crowd for the benefits gateway, over HTTP only (SPEC §3).
 
-    locust -f loadtests/locustfile.py --headless -u 50 -r 10 -t 30s      # plain run
-    python -m loadtests.run                                              # the spike + verdict
+    python -m loadtests.run                         # the spike on a campaign of its own + verdict
+    python -m loadtests.run -u 50 -r 10 -t 30s      # Locust's own knobs instead of the spike
+    python -m loadtests.run --web                   # Locust's web UI on http://127.0.0.1:8089
 
-Environment: HOST, API_KEY, CAMPAIGN, ADMIN_URL, ADMIN_TOKEN (see loadtests/settings.py for the
-rest). Business answers (201, 409 sold_out/limit_reached, 429, 403, the guessers' 404) count as
-successes; anything else, 5xx included, is a failure. Every grant and every delivery goes into
-an in-process ledger, judged by loadtests/invariants.py when Locust quits.
+Environment: HOST, API_KEY, CAMPAIGN (set by loadtests.run), ADMIN_URL, ADMIN_TOKEN (see
+loadtests/settings.py for the rest). Business answers (201, 409 sold_out/limit_reached, 429,
+403, the guessers' 404) count as successes; anything else, 5xx included, is a failure. Every
+grant and every delivery goes into an in-process ledger, judged by loadtests/invariants.py when
+Locust quits.
+
+Each simulated end user sends its own address as X-Forwarded-For, the way a production proxy
+does: honest users from 198.18.0.0/15, scalpers from 10.128.0.0/9 and code guessers from
+10.0.0.0/9, so the guessers' lockout can never fall on an honest redeemer. The addresses are
+header values only; every packet stays on loopback. The gateway honours them only when it
+trusts 127.0.0.1 as a proxy (`server.trusted_proxies`, docs/loadtest.md).
 """
 
 from __future__ import annotations
@@ -15,22 +23,28 @@ import logging
 import os
 import random
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
+import gevent
 import orjson
 from locust import FastHttpUser, between, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests import outcomes
-from loadtests.invariants import StatsError, fetch_stats, run_check
+from loadtests.invariants import StatsError, answers, fetch_stats, run_check
 from loadtests.ledger import Delivery, Grant, Ledger, card_fingerprint
 from loadtests.settings import Settings
 
 SETTINGS = Settings.from_env()
+if not SETTINGS.campaign:
+    raise SystemExit(
+        "CAMPAIGN is not set: run `python -m loadtests.run` (it creates a campaign for the run)"
+    )
 LEDGER = Ledger()
 CLAIM_PATH = f"/v1/campaigns/{quote(SETTINGS.campaign, safe='')}/claims"
 REDEEM_PATH = "/v1/redemptions"
@@ -63,8 +77,18 @@ def _new_id(prefix: str) -> str:
 
 
 def _end_user_ip() -> str:
-    """An address from 198.18.0.0/15 (RFC 2544, benchmarking): only ever a header value."""
+    """An honest user's address, from 198.18.0.0/15 (RFC 2544, benchmarking)."""
     return f"198.{random.randint(18, 19)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
+def _scalper_ip() -> str:
+    """A scalper farm's address, from 10.128.0.0/9: never an honest user's."""
+    return f"10.{random.randint(128, 255)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
+def _guesser_ip() -> str:
+    """A code guesser's address, from 10.0.0.0/9: never an honest user's or a scalper's."""
+    return f"10.{random.randint(0, 127)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
 
 
 class GatewayUser(FastHttpUser):
@@ -191,7 +215,7 @@ class Scalper(GatewayUser):
     wait_time = between(0.05, 0.3)
 
     def on_start(self) -> None:
-        super().on_start()  # one address per farm
+        self.ip = _scalper_ip()  # one address per farm
         self.devices = [_new_id("farm") for _ in range(SETTINGS.scalper_devices)]
 
     @task
@@ -206,8 +230,9 @@ class CodeGuesser(GatewayUser):
     wait_time = between(0.05, 0.3)
 
     def on_start(self) -> None:
-        super().on_start()
+        self.ip = _guesser_ip()
         self.user_id, self.device_id = _new_id("u-guess"), _new_id("d-guess")
+        LEDGER.guessers += 1
 
     @task
     def guess(self) -> None:
@@ -249,6 +274,43 @@ def _snapshot_stats(environment: Any, **_: Any) -> None:
         LEDGER.stats_before = asdict(fetch_stats(SETTINGS))
     except StatsError as exc:
         log.warning("stats before the run unavailable (%s); judging absolute counts", exc)
+
+
+def progress_line(elapsed_s: float, users: int, ledger: Ledger) -> str:
+    """One line on how the run is going: claims, honest redemptions, guesses, failures."""
+    claims = answers(ledger, "claim")
+    redeems = answers(ledger, "redeem")
+    guesses = answers(ledger, "redeem [guess]")
+    return (
+        f"progress {elapsed_s:4.0f} s: {users} users | claims 201: {claims[201]}"
+        f" 409: {claims[409]} 429: {claims[429]} | honest redeems ok:"
+        f" {redeems[200] + redeems[202]}/{sum(redeems.values())} | guesses 404: {guesses[404]}"
+        f" 429: {guesses[429]} | grants {len(ledger.grants)}"
+    )
+
+
+def _report_progress(environment: Any) -> None:
+    started = time.monotonic()
+    while True:
+        gevent.sleep(SETTINGS.progress_s)
+        users = environment.runner.user_count if environment.runner else 0
+        print(progress_line(time.monotonic() - started, users, LEDGER), flush=True)
+
+
+@events.test_start.add_listener
+def _start_progress(environment: Any, **_: Any) -> None:
+    """Headless or not, print a progress line every PROGRESS_S seconds (this process's view)."""
+    if SETTINGS.progress_s > 0 and not isinstance(environment.runner, MasterRunner):
+        PROGRESS.append(gevent.spawn(_report_progress, environment))
+
+
+@events.test_stop.add_listener
+def _stop_progress(environment: Any, **_: Any) -> None:
+    while PROGRESS:
+        PROGRESS.pop().kill(block=False)
+
+
+PROGRESS: list[gevent.Greenlet] = []
 
 
 @events.quitting.add_listener

@@ -1,17 +1,26 @@
-"""Run the flash-sale spike headless against HOST and print the invariant verdict.
+"""Run the flash-sale load test on a campaign of its own and print the invariant verdict.
 
-    python -m loadtests.run                      # against CAMPAIGN (default demo-flash-sale)
-    python -m loadtests.run --fresh-stock 500    # against a new campaign made via the admin API
+    python -m loadtests.run                        # the spike (SPIKE_*), headless
+    python -m loadtests.run --stock 500            # the run's campaign holds 500 units
+    python -m loadtests.run -u 200 -r 50 -t 2m     # Locust's knobs instead of the spike
+    python -m loadtests.run --web                  # Locust's web UI (http://127.0.0.1:8089)
+    python -m loadtests.run --campaign my-sale     # an existing campaign, named on purpose
+
+Every run creates its own voucher campaign through the admin API (`loadtest-<time>`, stock
+from --stock, STOCK or 10 per spike user), so the demo's campaigns are never touched, and
+pauses it when the run ends: a paused campaign answers nothing but `campaign_not_active`, and
+its stats stay readable. Arguments this script does not know go to Locust as they are.
 
 Reports land in loadtests/reports/ (flash_sale_*.csv, flash_sale.html, ledger-*.json,
-verdict.txt). The run is bounded by the spike plan (default 60 s) plus a hard timeout. Exit
-code: Locust's (1 on request failures or an invariant breach, 2 when nothing could be judged).
+verdict.txt). Exit code: Locust's (1 on request failures or an invariant breach), 2 when
+nothing could be judged.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,7 +35,10 @@ from loadtests.settings import Settings, SpikePlan
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = "loadtests/locust.conf"
+LOCUSTFILE = "loadtests/locustfile.py"
 GRACE_S = 60.0  # start-up, stop-timeout and report writing on top of the plan
+KNOBS = ("-u", "--users", "-r", "--spawn-rate", "-t", "--run-time")
+_DURATION = re.compile(r"(\d+)\s*([hms])")
 
 
 def _request(url: str, token: str, method: str = "GET", body: object = None) -> bytes:
@@ -42,13 +54,13 @@ def reachable(settings: Settings) -> str | None:
     try:
         _request(f"{settings.host}/healthz", settings.api_key)
     except (OSError, urllib.error.URLError) as exc:
-        return f"gateway not reachable at {settings.host} ({exc}); start it, e.g. `gateway demo`"
+        return f"gateway not reachable at {settings.host} ({exc}); start it, e.g. `make run`"
     return None
 
 
 def create_campaign(settings: Settings, stock: int) -> str:
     """PUT a new voucher campaign that is live now; returns its id."""
-    campaign_id = f"loadtest-{int(time.time())}"
+    campaign_id = f"loadtest-{int(time.time() * 1000)}"
     now = datetime.now(UTC)
     body = {
         "name": f"load test {now:%Y-%m-%d %H:%M:%S}",
@@ -67,6 +79,16 @@ def create_campaign(settings: Settings, stock: int) -> str:
     return campaign_id
 
 
+def pause_campaign(settings: Settings, campaign_id: str) -> str | None:
+    """Pause the run's campaign; None when done, else why not."""
+    url = f"{settings.admin_url}/admin/campaigns/{campaign_id}/pause"
+    try:
+        _request(url, settings.admin_token, "POST", {})
+    except (OSError, urllib.error.URLError) as exc:
+        return f"could not pause campaign {campaign_id} ({exc}): pause it with POST {url}"
+    return None
+
+
 def clear_reports(report_dir: Path) -> None:
     """Drop the previous run's ledgers and verdict so they are not merged by mistake."""
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -74,34 +96,116 @@ def clear_reports(report_dir: Path) -> None:
         old.unlink(missing_ok=True)
 
 
-def run_locust(env: dict[str, str], timeout_s: float) -> int:
-    """Locust headless with the spike shape; killed if it outlives `timeout_s`."""
-    settings = Settings.from_env(env)
-    cmd = [sys.executable, "-m", "locust", "--config", CONF, "--host", settings.host]
+def seconds(duration: str) -> float:
+    """Locust's --run-time (`90`, `30s`, `2m`, `1h30m`) in seconds."""
+    if duration.strip().isdigit():
+        return float(duration)
+    unit = {"h": 3600, "m": 60, "s": 1}
+    return float(sum(int(n) * unit[u] for n, u in _DURATION.findall(duration)))
+
+
+def locust_command(settings: Settings, extra: list[str], web: bool) -> list[str]:
+    """Locust with locust.conf; the spike shape unless Locust's own knobs or the web UI rule."""
+    locust = [sys.executable, "-m", "locust", "--host", settings.host]
+    if web:  # not locust.conf: it is headless; the user sets users and rate in the page
+        reports = ["--csv", str(settings.report_dir / "flash_sale")]
+        reports += ["--html", str(settings.report_dir / "flash_sale.html")]
+        return [*locust, "--locustfile", LOCUSTFILE, "--web-host", "127.0.0.1", *reports, *extra]
+    cmd = [*locust, "--config", CONF]
+    if any(arg.split("=")[0] in KNOBS for arg in extra):
+        cmd += ["--locustfile", LOCUSTFILE]  # without the shape, which would override them
+    return cmd + extra
+
+
+def timeout_s(plan: SpikePlan, extra: list[str], web: bool) -> float | None:
+    """How long Locust may run before it is killed; None (web UI): until Ctrl-C."""
+    if web:
+        return None
+    for flag in ("-t", "--run-time"):
+        for i, arg in enumerate(extra):
+            if arg == flag and i + 1 < len(extra):
+                return seconds(extra[i + 1]) + GRACE_S
+            if arg.startswith(flag + "="):
+                return seconds(arg.split("=", 1)[1]) + GRACE_S
+    return plan.total_s + GRACE_S
+
+
+def run_locust(cmd: list[str], env: dict[str, str], limit_s: float | None) -> int:
+    """Run Locust; killed if it outlives `limit_s`. Ctrl-C reaches Locust too: it is given
+    time to stop its users and write the ledger and verdict."""
+    process = subprocess.Popen(cmd, cwd=ROOT, env=env)
     try:
-        return subprocess.run(cmd, cwd=ROOT, env=env, timeout=timeout_s, check=False).returncode
+        return process.wait(timeout=limit_s)
     except subprocess.TimeoutExpired:
-        print(f"locust still running after {timeout_s:.0f} s: killed", file=sys.stderr)
+        print(f"locust still running after {limit_s:.0f} s: killed", file=sys.stderr)
+        process.kill()
+        process.wait()
         return 2
+    except KeyboardInterrupt:
+        try:
+            return process.wait(timeout=GRACE_S) or 1
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            process.kill()
+            process.wait()
+            return 1
+
+
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--stock",
+        "--fresh-stock",
+        type=int,
+        metavar="N",
+        help="stock of the run's campaign (default: STOCK, else 10 per spike user)",
+    )
+    parser.add_argument(
+        "--campaign",
+        metavar="ID",
+        help="run against this existing campaign instead of creating one (never paused)",
+    )
+    parser.add_argument("--web", action="store_true", help="Locust's web UI instead of headless")
+    return parser.parse_known_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Set up, run, report; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m loadtests.run", description=__doc__)
-    parser.add_argument("--fresh-stock", type=int, metavar="N", help="create a campaign first")
-    args = parser.parse_args(argv)
+    """Set up, run, report, pause the run's campaign; returns the exit code."""
+    args, extra = parse(argv)
     env = dict(os.environ)
     settings, plan = Settings.from_env(env), SpikePlan.from_env(env)
     if why := reachable(settings):
         print(f"invariants: ERROR {why}")
         return 2
-    if args.fresh_stock is not None:
-        env["CAMPAIGN"] = create_campaign(settings, args.fresh_stock)
+    created = args.campaign is None
+    if created and env.get("CAMPAIGN"):
+        print(f"CAMPAIGN={env['CAMPAIGN']} ignored: --campaign ID runs against an existing one")
+    if created:
+        stock = args.stock if args.stock is not None else settings.campaign_stock(plan)
+        env["CAMPAIGN"] = create_campaign(settings, stock)
         env["PER_DEVICE_LIMIT"] = str(settings.per_device_limit or 1)
-        print(f"campaign {env['CAMPAIGN']} created with stock {args.fresh_stock}")
+        print(f"campaign {env['CAMPAIGN']} created for this run, stock {stock}", flush=True)
+    else:
+        env["CAMPAIGN"] = args.campaign
     clear_reports(settings.report_dir)
-    print(f"spike: {plan.users} users, {plan.total_s:.0f} s, against {settings.host}", flush=True)
-    code = run_locust(env, plan.total_s + GRACE_S)
+    cmd = locust_command(settings, extra, args.web)
+    if args.web:
+        print("Locust web UI: http://127.0.0.1:8089 (Ctrl-C here ends the run)", flush=True)
+    elif extra:
+        print(f"locust {' '.join(extra)} against {settings.host}", flush=True)
+    else:
+        print(
+            f"spike: {plan.users} users, {plan.total_s:.0f} s, against {settings.host}", flush=True
+        )
+    try:
+        code = run_locust(cmd, env, timeout_s(plan, extra, args.web))
+    finally:
+        if created:
+            why = pause_campaign(settings, env["CAMPAIGN"])
+            print(why or f"campaign {env['CAMPAIGN']} paused (its stats stay readable)")
     verdict_file = settings.report_dir / "verdict.txt"
     line = (
         verdict_file.read_text().strip()

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPORT_DIR = Path(__file__).resolve().parent / "reports"
+# A spike user claims about once a second and scalpers faster: 10 units per user sell out
+# within the default minute, so the sale's end (sold_out answers) is exercised too.
+STOCK_PER_USER = 10
 
 
 class SettingsError(ValueError):
@@ -88,7 +91,7 @@ class Settings:
 
     host: str = "http://127.0.0.1:8080"
     api_key: str = "demo-key"
-    campaign: str = "demo-flash-sale"
+    campaign: str = ""  # "": `python -m loadtests.run` creates one for the run
     admin_url: str = "http://127.0.0.1:8081"
     admin_token: str = "demo-admin-token"
     per_user_limit: int = 1
@@ -99,6 +102,13 @@ class Settings:
     forwarded_for: bool = True  # send X-Forwarded-For with a simulated end-user address
     redeem_account: str = ""  # sent as `account` when set (direct_recharge benefits)
     report_dir: Path = REPORT_DIR
+    stock: int = 0  # the run's campaign; 0: STOCK_PER_USER x SPIKE_USERS
+    # Honest redemptions that must succeed (200/202); the rest may be refused or fail.
+    min_redeem_rate: float = 0.99
+    # The gateway's failed-redemption lockout (SPEC §6 default: 50 per IP or device in 10 min);
+    # 0: the guessers' lockout is not judged.
+    guess_lockout: int = 50
+    progress_s: float = 5.0  # seconds between progress lines (0: none)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -118,4 +128,12 @@ class Settings:
             forwarded_for=env.get("FORWARDED_FOR", "1") not in ("0", "false", "no"),
             redeem_account=env.get("REDEEM_ACCOUNT", ""),
             report_dir=Path(env.get("REPORT_DIR", str(REPORT_DIR))),
+            stock=_int(env, "STOCK", cls.stock),
+            min_redeem_rate=_float(env, "MIN_REDEEM_RATE", cls.min_redeem_rate),
+            guess_lockout=_int(env, "GUESS_LOCKOUT", cls.guess_lockout),
+            progress_s=_float(env, "PROGRESS_S", cls.progress_s),
         )
+
+    def campaign_stock(self, plan: SpikePlan) -> int:
+        """The stock of the campaign a run creates: STOCK, else 10 units per spike user."""
+        return self.stock or STOCK_PER_USER * plan.users

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -60,3 +61,70 @@ def test_demo_prints_curl_commands_and_the_first_claim_returns_201(tmp_path: Pat
         assert process.stdout is not None
         process.stdout.close()
         assert code == 0
+
+
+def command_blocks(text: str) -> dict[str, str]:
+    """Each numbered step's commands, keyed by its number, as one shell script."""
+    blocks = {}
+    for step in re.finditer(r"^# (\d)\..*?\n((?:#.*\n)*)((?:[^#\n].*\n)+)", text, re.M):
+        blocks[step.group(1)] = step.group(3)
+    return blocks
+
+
+def bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the printed examples use curl")
+def test_every_printed_command_runs_as_printed_one_per_benefit_kind(tmp_path: Path) -> None:
+    # The commands run from the repository root: give the demo's directory the same look.
+    for name in (".venv", "config"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", "--config", "config/demo.toml"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        text = read_until_examples(process, timeout_s=60)
+        blocks = command_blocks(text + "\n")
+        assert sorted(blocks) == ["1", "2", "3", "4", "5"], text
+        assert "<" not in "".join(blocks.values())  # no placeholder left to fill in
+        assert "stats count only the refusals Valkey decided" in text
+        assert "in-process sold-out" in text
+        claim = bash(blocks["1"], tmp_path)
+        assert claim.stdout.startswith("HTTP/1.1 201"), claim
+        code = json.loads(claim.stdout.split("\n\n", 1)[1])["voucher"]["code"]
+        deliveries = {}
+        for step, kind in (("2", "voucher"), ("3", "direct_recharge"), ("4", "card_secret")):
+            result = bash(blocks[step], tmp_path)
+            assert result.returncode == 0, (step, result)
+            status, body = result.stdout.split("voucher ", 1)[1].split("\n", 1)[1].split("\n\n", 1)
+            assert status.startswith("HTTP/1.1 200"), (step, result.stdout)
+            redemption = json.loads(body)
+            assert redemption["status"] == "delivered", redemption
+            assert redemption["delivery"]["kind"] == kind, redemption
+            deliveries[step] = redemption
+        assert deliveries["2"]["voucher_code"] == code  # the claim's own code was redeemed
+        assert deliveries["3"]["delivery"]["supplier"] in ("alpha", "beta")
+        assert deliveries["4"]["delivery"]["secret"]
+        rest = bash(blocks["5"], tmp_path)
+        assert rest.returncode == 0, rest
+        assert '"granted":1' in rest.stdout.replace(" ", ""), rest.stdout
+        assert "gateway_claims_total" in rest.stdout
+        assert "claim.granted" in rest.stdout  # the events tail ended on its own
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code_ = process.wait(30)
+        assert process.stdout is not None
+        process.stdout.close()
+        assert code_ == 0

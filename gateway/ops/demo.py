@@ -96,36 +96,71 @@ def _set_up(settings: Settings) -> None:
     _print_examples(settings, public, admin)
 
 
+# Reads the voucher code out of a claim's 201 answer, for the redeem steps.
+PICK_CODE = (
+    ".venv/bin/python -c "
+    """'import json,sys; print(json.load(sys.stdin)["voucher"]["code"])'"""
+)
+
+
+def _claim_and_redeem(
+    public: str, auth: str, campaign_id: str, key: str, user: str, extra: str = ""
+) -> str:
+    """A shell snippet: claim (or replay the claim), keep its code, redeem it (200)."""
+    who = f'"user_id": "{user}", "device_id": "demo-phone-1"'
+    return f"""CODE=$(curl -s {auth} -H 'Idempotency-Key: {key}' \\
+  -d '{{{who}}}' \\
+  {public}/v1/campaigns/{campaign_id}/claims | {PICK_CODE}) && echo "voucher $CODE" && \\
+curl -si {auth} -H 'Idempotency-Key: {key}-redeem' \\
+  -d '{{"voucher_code": "'"$CODE"'", {who}{extra}}}' \\
+  {public}/v1/redemptions"""
+
+
 def _print_examples(settings: Settings, public: str, admin: str) -> None:
+    """Commands that paste and run as printed, from the repository root (where `make run` is)."""
     api_key = settings.clients[0].api_key
     user = f"demo-user-{secrets.token_hex(3)}"
     key = secrets.token_hex(8)
     auth = f"-H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json'"
+    sale, topup, cards = (
+        _claim_and_redeem(public, auth, "demo-flash-sale", f"{key}-sale", user),
+        _claim_and_redeem(
+            public, auth, "demo-recharge", f"{key}-topup", user, ', "account": "+15550100"'
+        ),
+        _claim_and_redeem(public, auth, "demo-cards", f"{key}-cards", user),
+    )
     print(
         f"""
 Benefits gateway demo is up: public API {public}, admin API {admin}, suppliers on :{SIM_PORT}.
+API docs: {public}/docs and {admin}/docs. Run these from the repository root.
 
 # 1. Claim a voucher (201; run it again: same answer, Idempotent-Replayed: true)
-curl -si {auth} -H 'Idempotency-Key: {key}' \\
+curl -si {auth} -H 'Idempotency-Key: {key}-sale' \\
   -d '{{"user_id": "{user}", "device_id": "demo-phone-1"}}' \\
   {public}/v1/campaigns/demo-flash-sale/claims
 
-# 2. Redeem it (paste the voucher code from step 1)
-curl -si {auth} -H 'Idempotency-Key: {key}-redeem' \\
-  -d '{{"voucher_code": "<code>", "user_id": "{user}", "device_id": "demo-phone-1"}}' \\
-  {public}/v1/redemptions
+# 2. Redeem it (200 delivered): the claim again with the same key is a replay, so it hands
+#    over the same voucher code (run it again: the same 200, replayed)
+{sale}
 
-# 3. A direct recharge through the simulated suppliers (claim, then redeem with an account)
-curl -si {auth} -H 'Idempotency-Key: {key}-topup' \\
-  -d '{{"user_id": "{user}", "device_id": "demo-phone-1"}}' \\
-  {public}/v1/campaigns/demo-recharge/claims
+# 3. A direct recharge (demo-recharge): claim, then redeem to an account through the
+#    simulated suppliers (200 delivered, with the supplier and its reference)
+{topup}
 
-# 4. Campaign state, admin stats, metrics, events
+# 4. A card secret (demo-cards): claim, then redeem (200 delivered, with card_no and secret)
+{cards}
+
+# 5. Campaign state, admin stats, metrics, events. Sold-outs are counted differently: admin
+#    stats count only the refusals Valkey decided; /metrics also counts the sold_out answers
+#    a worker gave from its in-process sold-out flag without asking Valkey, so after a
+#    sell-out /metrics shows more sold_out than the stats do.
 curl -s -H 'Authorization: Bearer {api_key}' {public}/v1/campaigns/demo-flash-sale
 curl -s -H 'Authorization: Bearer {settings.admin.token}' \\
   {admin}/admin/campaigns/demo-flash-sale/stats
 curl -s {public}/metrics | grep gateway_claims_total
-.venv/bin/gateway events tail --config config/demo.toml --from-start
+.venv/bin/gateway events tail --config config/demo.toml --from-start --no-follow
+
+# make loadtest runs on a campaign of its own; the demo's campaigns stay as they are.
 """,
         flush=True,
     )

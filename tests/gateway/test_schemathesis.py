@@ -1,4 +1,4 @@
-"""The served /openapi.json tells the truth about the claim and campaign routes (schemathesis).
+"""The served /openapi.json tells the truth about the public and the admin routes (schemathesis).
 
 Schemathesis' CLI generates valid and invalid requests from the document and checks every
 answer: never a 5xx, a status the document declares, a body matching the declared schema. Half
@@ -8,6 +8,7 @@ dictionary binding), so grants, limits and sold-out answers are checked too, not
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from tests.gateway.test_multiworker import ADMIN
-from tests.support.served import API_KEY, serve
+from tests.support.served import ADMIN_TOKEN, API_KEY, serve
 
 CAMPAIGN = "schema-camp"
 CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance"
@@ -30,7 +31,13 @@ values = ["{CAMPAIGN}"]
 """
 
 
-def run_schemathesis(tmp_path: Path, public: str) -> subprocess.CompletedProcess[str]:
+def run_schemathesis(
+    tmp_path: Path,
+    base: str,
+    operations: tuple[str, ...] = OPERATIONS,
+    token: str = API_KEY,
+    max_examples: int = 50,
+) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     command = [
@@ -38,20 +45,20 @@ def run_schemathesis(tmp_path: Path, public: str) -> subprocess.CompletedProcess
         "--config-file",
         str(config),
         "run",
-        f"{public}/openapi.json",
+        f"{base}/openapi.json",
         "--checks",
         CHECKS,
         "--header",
-        f"Authorization: Bearer {API_KEY}",
+        f"Authorization: Bearer {token}",
         "--max-examples",
-        "50",
+        str(max_examples),
         "--workers",
         "1",
         "--request-timeout",
         "5",
         "--no-color",
     ]
-    for operation in OPERATIONS:
+    for operation in operations:
         command += ["--include-operation-id", operation]
     return subprocess.run(
         command, cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False
@@ -87,3 +94,45 @@ async def test_claim_and_campaign_routes_conform_to_the_served_openapi_document(
     # The run reached the real campaign: its grants and rejections were checked too.
     assert stats["granted"] > 0, (stats, report)
     assert stats["rejected"].get("limit_reached", 0) > 0, (stats, report)
+
+
+# Every admin operation but the supplier breakers (the served config has no suppliers: 404s).
+ADMIN_OPERATIONS = (
+    "putCampaign",
+    "getCampaign",
+    "changeStock",
+    "pauseCampaign",
+    "resumeCampaign",
+    "campaignStats",
+    "addCardSecrets",
+    "freezeVoucher",
+    "unfreezeVoucher",
+    "updateRiskList",
+    "listSuppliers",
+)
+
+
+async def test_admin_routes_conform_to_the_admin_ports_openapi_document(
+    tmp_path: Path, valkey_url: str, redis_client: Any
+) -> None:
+    with serve(tmp_path, valkey_url, workers=1) as served:
+        async with aiohttp.ClientSession() as session:
+            body = {
+                "starts_at": "2020-01-01T00:00:00Z",
+                "ends_at": "2099-01-01T00:00:00Z",
+                "stock": 10,
+                "benefit": {"kind": "card_secret"},
+            }
+            async with session.put(
+                f"{served.admin}/admin/campaigns/{CAMPAIGN}", json=body, headers=ADMIN
+            ) as response:
+                assert response.status == 201
+        result = run_schemathesis(
+            tmp_path, served.admin, ADMIN_OPERATIONS, ADMIN_TOKEN, max_examples=15
+        )
+    report = f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, report
+    # Warnings (404s for random voucher codes, 400s for random campaign windows) are expected.
+    counts = re.search(r"(\d+) generated, (\d+) passed", result.stdout)
+    assert counts and counts[1] == counts[2] and int(counts[1]) > 100, report
+    assert f"Tested: {len(ADMIN_OPERATIONS)}" in result.stdout, report

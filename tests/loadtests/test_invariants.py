@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -186,6 +187,8 @@ async def test_cli_reads_stats_and_ledgers(
     async with TestServer(app) as server:
         monkeypatch.setenv("ADMIN_URL", str(server.make_url("")))
         monkeypatch.setenv("ADMIN_TOKEN", "t0k")
+        monkeypatch.setenv("CAMPAIGN", "c1")
+        monkeypatch.setenv("MIN_REDEEM_RATE", "0")  # these ledgers hold no redemptions
         args = ["--ledger", str(tmp_path / "ledger-1.json"), str(tmp_path / "ledger-2.json")]
         assert await asyncio.to_thread(invariants.main, args) == 0
         ledger(grant(9, user="u1")).dump(tmp_path / "ledger-2.json")
@@ -195,3 +198,32 @@ async def test_cli_reads_stats_and_ledgers(
     assert out[1].startswith("invariants: BREACH grants_unaccounted")
     assert "per_user_limit: limit 1: u1=2" in out[1]
     assert seen_auth == ["Bearer t0k", "Bearer t0k"]
+
+
+def test_honest_redemptions_must_succeed_at_the_stated_rate() -> None:
+    limits = Limits(per_user_limit=1, min_redeem_rate=0.99)
+    ok = Ledger(outcomes=Counter({"redeem 200": 99, "redeem 429 rate_limited": 1}))
+    assert check(stats(), ok, limits, exclusive_ok()) == []
+    refused = Ledger(outcomes=Counter({"redeem 200": 21, "redeem 429 rate_limited": 740}))
+    found = check(stats(), refused, limits, exclusive_ok())
+    assert kinds(found) == ["honest_redemptions"]
+    assert "21/761 succeeded (2.8% < 99%; 429: 740)" in verdict(found)
+    # the guessers' and the double taps' refusals are not honest first redemptions
+    others = Counter({"redeem 202": 5, "redeem [guess] 429 rate_limited": 900})
+    others["redeem [again] 409 voucher_redeemed"] = 3
+    assert check(stats(), Ledger(outcomes=others), limits, exclusive_ok()) == []
+    assert kinds(check(stats(), Ledger(), limits, exclusive_ok())) == ["honest_redemptions"]
+
+
+def test_guessers_must_meet_the_lockout() -> None:
+    limits = Limits(per_user_limit=1, guess_lockout=50)
+    locked = Ledger(guessers=2, outcomes=Counter({"redeem [guess] 404 voucher_not_found": 100}))
+    locked.outcomes["redeem [guess] 429 rate_limited"] = 400
+    assert check(stats(), locked, limits, exclusive_ok()) == []
+    free = Ledger(guessers=2, outcomes=Counter({"redeem [guess] 404 voucher_not_found": 101}))
+    assert kinds(check(stats(), free, limits, exclusive_ok())) == ["guessers_not_locked_out"]
+
+
+def exclusive_ok() -> Stats:
+    """A `before` snapshot with the same grant count: the empty ledgers' grants add up."""
+    return stats()
