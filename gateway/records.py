@@ -39,6 +39,11 @@ class Outcome(IntEnum):
     IN_PROGRESS = 15
     POOL_EMPTY = 16
     ACCOUNT_MISSING = 17
+    DAILY_STOCK_EXHAUSTED = 18  # today's daily_stock is gone; b = ms to the next local midnight
+    DAILY_LIMIT_REACHED = 19  # the user's per_user_daily_limit; b = ms to the next midnight
+    BUDGET_EXHAUSTED = 20
+    REVOKED = 21
+    REDEMPTION_PENDING = 22  # revoke refused: a direct recharge is in flight
 
 
 # Outcomes that are a business refusal with one fixed error code, live or replayed.
@@ -53,6 +58,11 @@ REFUSALS = {
     Outcome.EXPIRED: "voucher_expired",
     Outcome.IN_PROGRESS: "request_in_progress",
     Outcome.POOL_EMPTY: "pool_empty",
+    Outcome.DAILY_STOCK_EXHAUSTED: "daily_stock_exhausted",
+    Outcome.DAILY_LIMIT_REACHED: "limit_reached",
+    Outcome.BUDGET_EXHAUSTED: "budget_exhausted",
+    Outcome.REVOKED: "voucher_revoked",
+    Outcome.REDEMPTION_PENDING: "redemption_pending",
 }
 
 
