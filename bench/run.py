@@ -49,12 +49,12 @@ from bench.procs import (
     cpu_seconds,
     free_port,
     http_ok,
-    listening,
     port_open,
     start_valkey,
     used_memory_without_streams,
     wait_until,
     worker_rss_mb,
+    workers_ready,
 )
 from bench.report import Report, Round, Stats, print_report, result_doc, row, stock_breach, values
 
@@ -185,13 +185,13 @@ class Gateway:
 
 
 def start_gateway(phase: Phase, name: str, workers: int, cpu: int | None) -> Gateway:
-    """`gateway serve` with `workers` workers on `cpu` (None: any CPU), every worker listening."""
+    """`gateway serve` with `workers` workers on `cpu` (None: any CPU), every worker ready."""
     port, admin_port = free_port(), free_port()
     config = write_gateway_config(phase.valkey_url, port, admin_port, phase.logs / f"{name}.toml")
     argv = [str(BIN / "gateway"), "serve", "--config", str(config), "--workers", str(workers)]
     service = phase.keep(Service.start(name, argv, cpu=cpu, log=phase.logs / f"{name}.log"))
     wait_until(http_ok(f"http://127.0.0.1:{port}/readyz"), service, timeout_s=60)
-    wait_until(listening(port, workers), service, timeout_s=60)
+    wait_until(workers_ready(phase.logs / f"{name}.log", workers), service, timeout_s=60)
     admin_url = f"http://127.0.0.1:{admin_port}"
     return Gateway(service, admin_url, f"http://127.0.0.1:{port}/v1/campaigns")
 
