@@ -83,7 +83,7 @@ class Services:
         )
         redemption = self.settings.redemption
         self.reconciler = Reconciler(
-            self.redis, self.scripts, self.pool, self.redemptions, redemption.reconcile_interval_s
+            self.redis, self.scripts, self.redemptions.recharge, redemption.reconcile_interval_s
         )
         self._spawn(self._refresh_lists())
         self._spawn(self.breakers.run())
