@@ -85,7 +85,7 @@ class Services:
         )
         redemption = self.settings.redemption
         self.reconciler = Reconciler(
-            self.redis, self.scripts, self.pool, self.redemptions, redemption.reconcile_interval_s
+            self.redis, self.scripts, self.redemptions.recharge, redemption.reconcile_interval_s
         )
         self._declare_metrics()
         self._spawn(self._refresh_lists())
