@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
-from hiredis import pack_command  # RESP encoding in C: a fifth of the Python loop's cost
+from hiredis import pack_command  # RESP encoding in C, cheaper than redis-py's Python loop
 from redis.exceptions import BusyLoadingError, ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
@@ -44,11 +44,8 @@ class _Protocol(asyncio.Protocol):
 
 
 # A batch is written once it holds this many commands, not only at the end of the loop
-# iteration: Valkey starts on the first commands while the worker still parses the requests
-# behind them, where one write per iteration left it idle until the worker was done and then
-# left the worker idle while Valkey worked through the batch. Measured (`make bench`-style
-# wrk runs, 64 connections): 8-32 all gave ~15-30 % more claims/s than per-iteration batches,
-# 4 none (a write per few commands costs more than the overlap gives).
+# iteration, so Valkey starts on the first commands while the worker still parses the requests
+# behind them (the measurements behind 16: docs/benchmarks.md).
 FLUSH_AT = 16
 
 
