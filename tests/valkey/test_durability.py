@@ -8,6 +8,7 @@ holds from the replica itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -63,8 +64,9 @@ async def gateway_on(url: str, durability: str, timeout_ms: int = 1000) -> Async
         f"[redis]\nurl = {url!r}\ntimeout_s = {TIMEOUT_S}\ndurability = {durability!r}\n"
         f"durability_timeout_ms = {timeout_ms}\n"
     )
-    async for gateway in start_gateway(url, extra):
-        yield gateway
+    async with contextlib.aclosing(start_gateway(url, extra)) as gateways:
+        async for gateway in gateways:
+            yield gateway
 
 
 async def burst(gw: Gateway, campaign: str, n: int) -> list[tuple[int, Any]]:
