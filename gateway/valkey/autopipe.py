@@ -146,7 +146,11 @@ class AutoPipeline:
         except BaseException:
             _drop(acked)
             raise
-        self._durability.check(await acked)
+        try:
+            acks = await acked
+        except ResponseError as error:  # the wait itself was refused
+            acks = error
+        self._durability.check(acks)
         return reply
 
     def _send_wait(self) -> None:

@@ -43,7 +43,12 @@ class Durability:
         return cls(redis.durability, redis.durability_timeout_ms)
 
     def check(self, reply: Any) -> None:
-        """Raise NotKept unless the wait's reply counts the acknowledgement required."""
+        """Raise NotKept unless the wait's reply counts the acknowledgement required.
+
+        An error reply (WAITAOF on a Valkey without an AOF) is NotKept as well: the change was
+        made, and the log names what refused the wait."""
+        if isinstance(reply, Exception):
+            raise NotKept(f"{self.mode}: the wait failed: {reply}") from reply
         # WAITAOF answers [local fsyncs, replica fsyncs]; WAIT the number of replicas.
         acks = reply[0] if self.mode == "fsync" else reply
         if acks < 1:

@@ -166,9 +166,10 @@ class Scripts:
         else:
             pipe.execute_command(*self._wait)
         reply, acks = await pipe.execute(raise_on_error=False)
-        for answer in (reply, acks):
-            if isinstance(answer, Exception):
-                raise answer
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(acks, Exception) and not isinstance(acks, ResponseError):
+            raise acks
         self._durability.check(acks)
         return reply
 

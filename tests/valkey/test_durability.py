@@ -155,3 +155,20 @@ async def test_replica_shortfall_is_503_outcome_unknown_and_the_retry_replays_th
         assert (await gw.stats("stalled"))["granted"] == 2  # replayed, not granted again
         tag = keys.shard_tag("stalled")
         assert replica.client().exists(keys.voucher(tag, code)) == 1
+
+
+async def test_fsync_on_a_valkey_without_an_aof_is_503_outcome_unknown_not_500(
+    valkey_url: str, redis_client: Any
+) -> None:
+    assert (await redis_client.config_get("appendonly")) == {"appendonly": "no"}
+    async for gw in gateway_on(valkey_url, "fsync"):
+        everysec = gateway_on(valkey_url, "everysec")
+        async for plain in everysec:
+            await plain.put_campaign("no-aof", stock=5)
+        response = await gw.claim("no-aof")
+        body = await response.json()
+        assert response.status == 503, body
+        assert body["error"]["code"] == "unavailable"
+        assert response.headers["Outcome-Unknown"] == "true"
+        # WAITAOF was refused after the claim ran: the grant is there, retry replays it
+        assert (await gw.stats("no-aof"))["granted"] == 1
