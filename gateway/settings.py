@@ -389,11 +389,15 @@ def _validate_sentinel_url(url: str) -> None:
     if (
         not service
         or "/" in service
-        or not all(re.fullmatch(r"[^:,\s]+:\d{1,5}", address) for address in addresses)
+        or not all(
+            re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:,\s\[\]]+):\d{1,5}", address)
+            for address in addresses
+        )
     ):
+        shown = re.sub(r"//[^/@]*@", "//***@", url)  # no password in the message
         raise ConfigError(
             "redis.url: a Sentinel URL is redis+sentinel://host:port[,host:port]/service, "
-            f"got {url!r}"
+            f"got {shown!r}"
         )
 
 

@@ -16,8 +16,9 @@ the server lost (Valkey restarted) loads the library and retries once. Single-no
 a cluster uses redis-py.
 
 Under Sentinel (`redis+sentinel://`) each connection is made to the primary the Sentinels name
-at that moment, and a READONLY reply (the node was demoted to a replica) drops the connection
-so the next call reconnects to the new primary. With a durability mode that waits (fsync,
+at that moment; the connection is dropped, so the next call reconnects to the new primary,
+when a READONLY reply says the node was demoted to a replica, or when the Sentinels (asked
+every SENTINEL_CHECK_S) name another primary. With a durability mode that waits (fsync,
 replica), each write holding a `fcall_kept` call ends with one wait (WAITAOF or WAIT) that
 every such call in it shares, and a call's deadline grows by durability_timeout_ms.
 """
@@ -57,6 +58,9 @@ class _Protocol(asyncio.Protocol):
 # behind them (the measurements behind 16: docs/benchmarks.md).
 FLUSH_AT = 16
 
+# Under Sentinel, how often a connected worker asks whether its node is still the primary.
+SENTINEL_CHECK_S = 1.0
+
 
 class AutoPipeline:
     """One pipelined connection to a single Redis/Valkey node."""
@@ -64,6 +68,8 @@ class AutoPipeline:
     def __init__(self, url: str, timeout_s: float, durability: Durability | None = None) -> None:
         self._hello: list[tuple[Any, ...]] = []
         self._sentinel: sentinel.SentinelUrl | None = None
+        self._sentinel_due = 0.0
+        self._asking: asyncio.Future[None] | None = None
         if url.startswith(sentinel.SCHEME):
             self._sentinel = found = sentinel.parse(url)
             self._unix, self._host, self._port = None, "", 0  # asked at each connect
@@ -226,17 +232,39 @@ class AutoPipeline:
         return min(0.05, self._timeout_s / 4)
 
     def _check_progress(self) -> None:
-        """A connection whose oldest call has waited its deadline is given up."""
+        """A connection whose oldest call has waited its deadline is given up; under Sentinel,
+        the primary is asked for again every SENTINEL_CHECK_S."""
         if self._transport is None:
             return
-        if self._queued_at and time.monotonic() - self._queued_at[0] >= self._deadline_s:
+        now = time.monotonic()
+        if self._queued_at and now - self._queued_at[0] >= self._deadline_s:
             transport = self._transport
             self.on_lost(RedisTimeout("redis did not answer in time"))
             transport.abort()
             return
+        if self._sentinel is not None and now >= self._sentinel_due and self._asking is None:
+            self._sentinel_due = now + SENTINEL_CHECK_S
+            self._asking = asyncio.ensure_future(self._still_primary(self._transport))
         self._watchdog = asyncio.get_running_loop().call_later(
             self._watch_every_s, self._check_progress
         )
+
+    async def _still_primary(self, transport: asyncio.Transport) -> None:
+        """Leave a node the Sentinels no longer name: a primary demoted in a failover it
+        survived keeps taking writes until Sentinel turns it into a replica, seconds later."""
+        assert self._sentinel is not None
+        found = self._sentinel
+        try:
+            address = await sentinel.primary_address(
+                found.sentinels, found.service, self._timeout_s / 2
+            )
+        except OSError:
+            return  # no Sentinel answers: keep the connection that works
+        finally:
+            self._asking = None
+        if self._transport is transport and address != (self._host, self._port):
+            self.on_lost(ConnectionError("the Sentinels name another primary"))
+            transport.abort()
 
     def on_data(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -279,6 +307,8 @@ class AutoPipeline:
                 future.set_exception(NotSent(str(error)) if never else error)
 
     async def aclose(self) -> None:
+        if self._asking is not None:
+            self._asking.cancel()
         if self._transport is not None:
             transport = self._transport
             self.on_lost(ConnectionError("closed"))

@@ -18,8 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from gateway.valkey import keys
+from gateway.valkey.autopipe import SENTINEL_CHECK_S
 from tests.gateway.conftest import Gateway, start_gateway
 from tests.support.sentinel import SentinelSet, start_sentinels, stop_sentinels
 from tests.support.waiting import eventually
@@ -44,6 +46,7 @@ class Recorder:
     def __init__(self) -> None:
         self.answers: list[tuple[float, int, str, bool]] = []  # (sent, status, code, unknown)
         self.granted: list[str] = []  # voucher codes of every 201
+        self.sent_at: list[float] = []  # when each of them was asked for
 
     async def claim_until(self, gw: Gateway, campaign: str, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -53,6 +56,7 @@ class Recorder:
             unknown = response.headers.get("Outcome-Unknown") == "true"
             if response.status == 201:
                 self.granted.append(body["voucher"]["code"])
+                self.sent_at.append(sent)
                 code = ""
             else:
                 code = body["error"]["code"]
@@ -111,6 +115,15 @@ async def fail_over_under_claims(gw: Gateway, sentinels: SentinelSet, durability
         assert missing == 0
 
 
+def start_failover(client: redis.Redis, service: str) -> bool:
+    try:
+        return bool(client.execute_command("SENTINEL", "FAILOVER", service))
+    except redis.ResponseError as error:
+        if str(error).startswith("NOGOODSLAVE"):
+            return False
+        raise
+
+
 def lost(client: object, tag: str, codes: list[str]) -> int:
     """How many acknowledged vouchers the primary does not hold."""
     pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
@@ -122,3 +135,67 @@ def lost(client: object, tag: str, codes: list[str]) -> int:
 async def stats_or_none(gw: Gateway) -> dict[str, int] | None:
     response = await gw.admin_call("GET", "/admin/campaigns/flash/stats")
     return dict(await response.json()) if response.status == 200 else None
+
+
+@pytest.fixture
+def one_replica() -> Iterator[SentinelSet]:
+    found = start_sentinels(Path(tempfile.mkdtemp(prefix="gw-test-sentinel-")))
+    try:
+        yield found
+    finally:
+        stop_sentinels(found)
+
+
+async def test_a_primary_demoted_alive_is_left_for_the_promoted_one(
+    one_replica: SentinelSet,
+) -> None:
+    """SENTINEL FAILOVER promotes the replica while the old primary lives on, taking writes
+    until Sentinel turns it into a replica some seconds later. The gateway asks the Sentinels
+    again every SENTINEL_CHECK_S, leaves the old primary and grants on the new one, within the
+    stock.
+
+    What the old primary took before the gateway left it is dropped when it rejoins: a live
+    demotion is a split brain that no mode here closes (docs/durability.md)."""
+    url = one_replica.url
+    extra = f'[redis]\nurl = "{url}"\ntimeout_s = 0.5\n'
+    async with contextlib.aclosing(start_gateway(url, extra)) as gateways:
+        async for gw in gateways:
+            await demote_under_claims(gw, one_replica)
+
+
+async def demote_under_claims(gw: Gateway, sentinels: SentinelSet) -> None:
+    await gw.put_campaign("demoted", stock=STOCK, per_user_limit=1)
+    recorder, stop = Recorder(), asyncio.Event()
+    loaders = [asyncio.create_task(recorder.claim_until(gw, "demoted", stop)) for _ in range(4)]
+    old_port = sentinels.current_primary_port()
+    try:
+        await eventually(lambda: len(recorder.granted) >= 50, within_s=10)
+        with sentinels.sentinels[0].client() as client:
+            # NOGOODSLAVE until this Sentinel has fresh enough word from a replica
+            await eventually(lambda: start_failover(client, sentinels.service), within_s=15)
+        await eventually(lambda: sentinels.current_primary_port() != old_port, within_s=10)
+        tag = keys.shard_tag("demoted")
+        new = sentinels.node_on(sentinels.current_primary_port()).client()
+        at_switch = int(new.hget(keys.campaign(tag, "demoted"), "granted") or 0)
+        # The gateway asks the Sentinels again within SENTINEL_CHECK_S and grants on the new
+        # primary, while the old one still runs as a primary (no READONLY to go by).
+        await eventually(
+            lambda: int(new.hget(keys.campaign(tag, "demoted"), "granted") or 0) > at_switch,
+            within_s=SENTINEL_CHECK_S + 1.5,
+        )
+        left_by = time.monotonic()
+        with sentinels.node_on(old_port).client() as old:
+            assert old.info("replication")["role"] == "master"
+            granted_before = len(recorder.granted)
+            await eventually(lambda: len(recorder.granted) > granted_before + 50, within_s=5)
+            await eventually(lambda: old.info("replication")["role"] != "master", within_s=30)
+    finally:
+        stop.set()
+        await asyncio.gather(*loaders)
+    assert {s for _, s, _, _ in recorder.answers} <= {201, 503}
+    fields = new.hmget(keys.campaign(tag, "demoted"), ["granted", "stock_left"])
+    granted, left = (int(value) for value in fields)
+    assert granted + left == STOCK  # nothing sold past the stock on the surviving primary
+    grants = zip(recorder.sent_at, recorder.granted, strict=True)
+    after = [code for at, code in grants if at > left_by]
+    assert after and lost(new, tag, after) == 0  # granted on the new primary, kept there
