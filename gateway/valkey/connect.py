@@ -45,6 +45,17 @@ class QueueingRedisCluster(RedisCluster):
             self._slots.release()
 
 
+class SentinelPrimary(aredis.Redis):
+    """The client of the primary the Sentinels name; closing it closes theirs too."""
+
+    sentinels: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for client in self.sentinels.sentinels if self.sentinels else ():
+            await client.aclose()
+
+
 def connect(url: str, timeout_s: float, max_connections: int = 64) -> Any:
     """A client for redis://, rediss://, unix://, redis+cluster://host:port (a seed node) or
     redis+sentinel://host:port[,host:port]/service (the primary the Sentinels name).
@@ -77,12 +88,15 @@ def connect(url: str, timeout_s: float, max_connections: int = 64) -> Any:
         )
         # A connection asks the Sentinels for the primary when made; a READONLY reply (the
         # primary was demoted) drops it, so the next command follows the failover.
-        return sentinels.master_for(
+        primary = sentinels.master_for(
             found.service,
+            redis_class=SentinelPrimary,
             username=found.username,
             password=found.password,
             max_connections=max_connections,
         )
+        primary.sentinels = sentinels
+        return primary
     # Maintenance notifications (a Redis Enterprise feature) left on "auto" make redis-py 8 skip
     # its check for pooled connections that Redis closed: after a restart, each one would fail
     # its next command (503) instead of reconnecting.
