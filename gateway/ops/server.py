@@ -151,7 +151,8 @@ class Master:
         try:
             redis_url = self.settings.redis.url
             if redis_url == "embedded":
-                embedded = EmbeddedValkey(self.settings.redis.data_dir)
+                redis = self.settings.redis
+                embedded = EmbeddedValkey(redis.data_dir, durability=redis.durability)
                 redis_url = embedded.start()
             args = (
                 msgspec.json.encode(self.settings),
