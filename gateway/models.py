@@ -30,7 +30,7 @@ class RedeemRequest(Wire, frozen=True, forbid_unknown_fields=True):
 
 
 class Benefit(Wire, frozen=True, forbid_unknown_fields=True):
-    kind: Literal["voucher", "direct_recharge", "card_secret"]
+    kind: Literal["voucher", "direct_recharge", "card_secret", "link"]
     sku: Annotated[str, msgspec.Meta(max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")] = ""
     suppliers: list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]] = []
 

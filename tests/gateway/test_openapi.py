@@ -168,6 +168,7 @@ def test_body_schemas_come_from_the_structs() -> None:
     assert sorted(benefit["properties"]["kind"]["enum"]) == [
         "card_secret",
         "direct_recharge",
+        "link",
         "voucher",
     ]
 
