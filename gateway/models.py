@@ -126,12 +126,14 @@ def describe_decode_error(exc: msgspec.DecodeError) -> str:
 
 
 class Caller(NamedTuple):
-    """Who is asking: the authenticated client, the end user's IP, the request id."""
+    """Who is asking: the authenticated client, the end user's IP, the request id, and the
+    request's signing nonce and `X-Challenge-Pass` as sent (both still to be checked)."""
 
     client_id: str
     ip: str
     request_id: str
     nonce: str | None = None
+    challenge_pass: str | None = None
 
     def identities(self, user_id: str, device_id: str) -> dict[str, str]:
         """What each limit or rule dimension (`by`, `per`, `member`) names in this request."""
