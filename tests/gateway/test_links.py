@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from gateway.redemptions.cards import open_link, seal_link
-from tests.gateway.conftest import OTHER_KEY, Gateway
+from tests.gateway.conftest import OTHER_KEY, Gateway, supplier_config
 from tests.gateway.test_redeem_concurrency import all_events, redis_at_rest, settled
 from tests.gateway.test_redemptions import knobs, sim_orders
 from tests.gateway.test_supplier_resilience import (
@@ -147,3 +147,32 @@ async def test_link_commit_then_timeout_delivers_each_once_and_the_link_leaks_no
         assert link not in metrics_text
         assert link not in streams
         assert link.encode() not in at_rest
+
+
+def test_supplier_answers_keep_the_link_out_of_their_reprs() -> None:
+    from supplier_pool.client import OrderResult
+    from supplier_pool.pool import Delivered
+
+    url = "https://links.example/alpha/bearer-token"
+    assert "bearer-token" not in repr(OrderResult("rdm_1", "success", "ref-1", url))
+    assert "bearer-token" not in repr(Delivered("alpha", "ref-1", url))
+    assert Delivered("alpha", "ref-1", url).link == url
+
+
+async def test_a_link_campaign_needs_a_data_key_to_seal_its_links(
+    gateway_factory: Any, simulator: str
+) -> None:
+    without_key = supplier_config(simulator).split("[security]")[0]
+    async with gateway_factory(without_key) as gw:
+        response = await gw.admin_call(
+            "PUT",
+            "/admin/campaigns/links-unsealed",
+            {
+                "name": "x",
+                "starts_at": "2020-01-01T00:00:00Z",
+                "ends_at": "2099-01-01T00:00:00Z",
+                "benefit": LINK,
+            },
+        )
+        assert response.status == 503
+        assert "no data key" in await response.text()

@@ -13,6 +13,7 @@
 --   records and allowance fields as in gateway/records.py and gateway/valkey/keys.py.
 -- Why it is shaped so: docs/design/claim-script.md. This chunk runs once, at FUNCTION LOAD;
 --   `call` is the function.
+
 local SEP = '\31'
 local VOUCHER_KEEP_MS = 2592000000 -- a voucher is kept 30 days past its expiry
 local REFUSAL_KEEP_MS = IDEMPOTENCY_TTL_S * 1000

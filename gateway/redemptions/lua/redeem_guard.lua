@@ -3,9 +3,8 @@
 -- KEYS[1] nonce key (unused unless ARGV[3] == '1')   KEYS[2] event stream
 --   KEYS[3 .. 2+L] a sliding-window key per limit   KEYS[3+L .. 2+L+R] a failure log per rule
 --   KEYS[3+L+R] the challenge pass's nonce key (only when ARGV[15] == '1')
--- ARGV[1] now (ms)  [2] mode  [3] '1' to spend the nonce  [4] nonce (and pass) ttl (ms)
---   [5] L  [6] R
---   [7] now as RFC 3339  [8] stream max length  [9] user id  [10] device id  [11] ip
+-- ARGV[1] now (ms)  [2] mode  [3] '1' to spend the nonce  [4] nonce and pass ttl (ms)
+--   [5] L  [6] R  [7] now as RFC 3339  [8] stream max length  [9] user id  [10] device id  [11] ip
 --   [12] request id  [13] client id  [14] claim id of the code tried ('' if malformed)
 --   [15] '1' to lift a challenge (never a deny) by spending the pass (SET NX: once)
 --   then L pairs (limit, window ms), R tuples (rule id, threshold, window ms, effect
