@@ -3,7 +3,8 @@
 Every error names the key path (`server.port`, `clients[1].api_key`, ...), at start-up and in
 `gateway check-config` alike. Secrets may come from the environment instead of the file:
 `GATEWAY_ADMIN_TOKEN`, `GATEWAY_DATA_KEY`, `GATEWAY_CLIENT_<ID>_API_KEY`,
-`GATEWAY_CLIENT_<ID>_SECRET` (ID upper-cased, `-` and `.` as `_`).
+`GATEWAY_CLIENT_<ID>_SECRET`, `GATEWAY_CLIENT_<ID>_CHALLENGE_SECRET` (ID upper-cased, `-` and
+`.` as `_`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class Client(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     api_key: str = ""
     require_signature: bool = False
     secret: str = ""
+    # Keys the challenge passes the client's backend mints (SPEC §6); '' accepts none.
+    challenge_secret: str = ""
 
 
 class Supplier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -259,7 +262,12 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
         prefix = f"GATEWAY_CLIENT_{_env_name(client.id)}_"
         api_key = env.get(prefix + "API_KEY") or client.api_key
         secret = env.get(prefix + "SECRET") or client.secret
-        clients.append(msgspec.structs.replace(client, api_key=api_key, secret=secret))
+        challenge = env.get(prefix + "CHALLENGE_SECRET") or client.challenge_secret
+        clients.append(
+            msgspec.structs.replace(
+                client, api_key=api_key, secret=secret, challenge_secret=challenge
+            )
+        )
     return msgspec.structs.replace(settings, admin=admin, security=security, clients=clients)
 
 

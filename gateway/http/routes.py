@@ -65,7 +65,13 @@ async def _intake(request: web.Request, services: Worker) -> tuple[Caller, bytes
     server = services.settings.server
     body = await read_body(request, server.max_body_bytes, server.body_timeout_s)
     nonce = services.clients.check_signature(client, request, body)
-    caller = Caller(client.id, services.client_ip(request), request[REQUEST_ID], nonce)
+    caller = Caller(
+        client.id,
+        services.client_ip(request),
+        request[REQUEST_ID],
+        nonce,
+        request.headers.get("X-Challenge-Pass"),
+    )
     return caller, body
 
 

@@ -2,7 +2,8 @@
 
 `redeem.lua` (the voucher's slot) checks idempotency, the owner and the voucher's state, then
 either delivers at once (merchant voucher, card secret popped from the pool) or reserves the
-voucher for a direct recharge (recharge.py). The guard (guard.py) runs before the lookup.
+voucher for a direct recharge or a link from the suppliers (recharge.py). The guard
+(guard.py) runs before the lookup.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from gateway.errors import ApiError, business, invalid
 from gateway.http.wire import Answer
 from gateway.models import Caller, RedeemRequest, RedemptionView, encoder
 from gateway.records import IDEMPOTENCY_TTL_S, REFUSALS, SEP, Outcome, fingerprint
-from gateway.redemptions.cards import open_card
+from gateway.redemptions.cards import open_card, open_link
 from gateway.redemptions.guard import RedeemGuard
 from gateway.redemptions.recharge import DirectRecharge, text
 from gateway.settings import Settings
@@ -48,7 +49,7 @@ class RedeemDesk:
         self._sweep_after_ms = int(settings.redemption.sweep_after_s * 1000)
         lists = lists if lists is not None else RiskLists()
         self.guard = RedeemGuard(scripts, settings, lists, clock)
-        self.recharge = DirectRecharge(redis, scripts, settings, pool, clock)
+        self.recharge = DirectRecharge(redis, scripts, settings, pool, data_key, clock)
 
     async def redeem(self, req: RedeemRequest, caller: Caller, idem_key: str) -> Answer:
         """One redemption's answer; raises ApiError for every refusal."""
@@ -157,9 +158,11 @@ class RedeemDesk:
         if kind == "card_secret" and fields.get("card") and self._data_key:
             card_no, secret = open_card(self._data_key, fields["campaign"], fields["card"])
             delivery.update(card_no=card_no, secret=secret)
-        elif kind == "direct_recharge":
+        elif kind in ("direct_recharge", "link"):
             if fields.get("supplier"):
                 delivery["supplier"] = fields["supplier"]
             if fields.get("supplier_ref"):
                 delivery["supplier_ref"] = fields["supplier_ref"]
+            if kind == "link" and fields.get("link") and self._data_key:
+                delivery["url"] = open_link(self._data_key, rid, fields["link"])
         return RedemptionView(rid, fields["code"], fields["status"], delivery)

@@ -1,4 +1,5 @@
-"""The redeem guard: block lists, nonce, redeem-route limits and the failed-attempt lockout.
+"""The redeem guard: block lists, nonce, redeem-route limits, the failed-attempt lockout, and
+the challenge passes that lift a `challenge` rule's refusal (gateway/challenges.py).
 
 All but the lists are one `redeem_guard.lua` call in the `{rg}` slot, before any voucher is
 looked at. A suspected guesser (at half a rule's threshold) has each attempt counted in that
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway import codes
+from gateway import challenges, codes
 from gateway.errors import ApiError, business, rate_limited
 from gateway.list_hits import ListHits
 from gateway.models import Caller, RedeemRequest
@@ -26,6 +27,7 @@ from gateway.valkey import keys
 from gateway.valkey.calls import redis_call
 from ratelimit.prefilter import LocalBlocks
 from ratelimit.rules import Limit, limit_key
+from risk.challenge import PassCheck
 from risk.lists import RiskLists
 from risk.rules import KINDS, RiskRule, velocity_key
 from risk.signing import NONCE_TTL_S, nonce_key_suffix
@@ -61,6 +63,7 @@ class RedeemGuard:
             self._tail += [rule.id, rule.threshold, rule.window_s * 1000, effect]
         self.prefilter = LocalBlocks()
         self._list_hits = ListHits(scripts, settings.redis.stream_max_len)
+        self._passes = challenges.ChallengePasses(settings.clients, clock)
 
     async def check(self, req: RedeemRequest, caller: Caller, code: str | None) -> list[Any]:
         """Refuse or admit an attempt at `code` (None: malformed, a failure already); returns
@@ -72,7 +75,9 @@ class RedeemGuard:
             )
             metrics.redemptions.labels("risk_denied").inc()
             raise business("risk_denied")
-        return await self._call("check" if code else "check_fail", req, caller, code)
+        check = self._passes.check(caller, req.user_id, req.device_id) if self._rules else None
+        mode = "check" if code else "check_fail"
+        return await self._call(mode, req, caller, code, check=check)
 
     async def failed(self, req: RedeemRequest, caller: Caller, counted: list[Any]) -> None:
         """The code was unknown or foreign: count the failure unless it already was."""
@@ -120,6 +125,7 @@ class RedeemGuard:
         caller: Caller,
         code: str | None,
         refund: list[Any] | None = None,
+        check: PassCheck | None = None,
     ) -> list[Any]:
         """Run the guard in `mode` (see redeem_guard.lua); returns the failure entries it wrote."""
         now = self._clock()
@@ -129,11 +135,12 @@ class RedeemGuard:
         nonce_key = keys.nonce(
             keys.GUARD_TAG, nonce_key_suffix(caller.client_id, caller.nonce or "-")
         )
+        pass_keys = challenges.spend_keys(keys.GUARD_TAG, caller, check)
         now_ms = int(now * 1000)
         outcome, index, retry_ms, fired, retries, written = await redis_call(
             "redeem_guard",
             self._scripts.redeem_guard(
-                keys=[nonce_key, keys.events(keys.GUARD_TAG), *limit_keys, *rule_keys],
+                keys=[nonce_key, keys.events(keys.GUARD_TAG), *limit_keys, *rule_keys, *pass_keys],
                 args=[
                     now_ms,
                     mode,
@@ -149,15 +156,19 @@ class RedeemGuard:
                     caller.request_id,
                     caller.client_id,
                     codes.claim_id_for(code) if code else "",
+                    1 if pass_keys else 0,
                     *self._tail,
                     *(refund or []),
                 ],
             ),
         )
-        for i in fired:
-            rule = self._rules[int(i) - 1]
+        hits = [self._rules[int(i) - 1] for i in fired]
+        for rule in hits:
             metrics.risk_decisions.labels(rule.id, rule.decision, rule.mode).inc()
         outcome, index, retry_ms = int(outcome), int(index), int(retry_ms)
+        if mode.startswith("check") and self._rules:
+            refusal = RULE_REFUSALS.get(outcome, "")
+            challenges.count("redeem", check, refusal, hits)
         if outcome == Outcome.OK:
             return list(written)
         if outcome == Outcome.NONCE_SPENT:
@@ -175,3 +186,7 @@ class RedeemGuard:
             metrics.ratelimit_rejections.labels("redeem", "failures", "redis").inc()
             raise rate_limited(retry_ms)
         raise business("challenge_required")
+
+
+# The guard's rule refusals (redeem_guard.lua): 6 locked out by a deny rule, 7 challenged.
+RULE_REFUSALS: dict[int, str] = {Outcome.DENIED: "deny", Outcome.CHALLENGE: "challenge"}

@@ -1,10 +1,10 @@
-"""Direct recharge: a reserved redemption goes to the supplier pool and is settled.
+"""Direct recharge and links: a reserved redemption goes to the supplier pool and is settled.
 
 The pool tries suppliers by priority, asking one whose outcome is unknown before failing over.
 Before each call the supplier's id is persisted (`attempt`), so a crash leaves enough for the
 reconciler to ask that supplier what happened (`resolve`). `redeem_settle.lua` moves a
 redemption on only while it is still pending, so the live path and the reconciler can never
-both settle it.
+both settle it. A link the supplier answers is sealed (cards.seal_link) before it is stored.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway import codes
 from gateway.errors import business
+from gateway.redemptions.cards import seal_link
 from gateway.settings import Settings
 from gateway.telemetry import metrics
 from gateway.timefmt import rfc3339_ms
@@ -41,9 +42,11 @@ class DirectRecharge:
         scripts: Any,
         settings: Settings,
         pool: SupplierPool,
+        data_key: bytes | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
+        self._data_key = data_key
         self._scripts = scripts
         self._pool = pool
         self._clock = clock
@@ -65,8 +68,10 @@ class DirectRecharge:
         supplier: str = "",
         ref: str = "",
         failure: str = "",
+        link: str = "",
     ) -> str:
-        """Move a pending redemption on; returns its status afterwards ('' if unknown)."""
+        """Move a pending redemption on; returns its status afterwards ('' if unknown).
+        `link` is the supplier's link in clear: only its sealed form goes to Valkey."""
         now_ms = int(self._clock() * 1000)
         status = await redis_call(
             "redeem_settle",
@@ -89,10 +94,17 @@ class DirectRecharge:
                     failure,
                     rid,
                     codes.claim_id_for(code),
+                    self._sealed(rid, link),
                 ],
             ),
         )
         return text(status)
+
+    def _sealed(self, rid: str, link: str) -> str:
+        # Without a data key nothing may be stored: admin refuses link campaigns then.
+        if not link or self._data_key is None:
+            return ""
+        return seal_link(self._data_key, rid, link)
 
     async def deliver(
         self, tag: str, rid: str, code: str, sku: str, suppliers: str, account: str
@@ -114,7 +126,13 @@ class DirectRecharge:
             outcome = Pending("")
         if isinstance(outcome, Delivered):
             await self.settle(
-                tag, rid, code, "delivered", outcome.supplier_id, outcome.supplier_ref
+                tag,
+                rid,
+                code,
+                "delivered",
+                outcome.supplier_id,
+                outcome.supplier_ref,
+                link=outcome.link,
             )
             metrics.redemptions.labels("delivered").inc()
         elif isinstance(outcome, Pending):
@@ -138,7 +156,9 @@ class DirectRecharge:
         outcome = await self._pool.settle(rid, supplier)
         if isinstance(outcome, Delivered):
             metrics.redemptions.labels("delivered").inc()
-            return await self.settle(tag, rid, code, "delivered", supplier, outcome.supplier_ref)
+            return await self.settle(
+                tag, rid, code, "delivered", supplier, outcome.supplier_ref, link=outcome.link
+            )
         if isinstance(outcome, Failed):
             metrics.redemptions.labels("failed").inc()
             return await self.settle(tag, rid, code, "failed", failure="supplier_failed")

@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.telemetry import tally
+from risk.challenge import REASONS as PASS_REFUSALS
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -120,6 +121,21 @@ pending_redemptions = tally.Gauge(
         multiprocess_mode="max",
     )
 )
+challenges_issued = tally.Counter(
+    Counter(
+        "gateway_challenges_issued_total", "Requests answered 403 challenge_required", ["route"]
+    )
+)
+challenges_passed = tally.Counter(
+    Counter("gateway_challenges_passed_total", "Challenges lifted by a challenge pass", ["route"])
+)
+challenge_passes_refused = tally.Counter(
+    Counter(
+        "gateway_challenge_passes_refused_total",
+        "Challenge passes that lifted nothing on a challenged request, by reason",
+        ["route", "reason"],
+    )
+)
 idempotent_replays = tally.Counter(
     Counter("gateway_idempotent_replays_total", "Answers replayed from a stored idempotency record")
 )
@@ -155,8 +171,17 @@ REDEMPTION_RESULTS = (
     "risk_denied",
 )
 LIST_DECISIONS = ("blocked_users", "blocked_devices", "blocked_ips")
+CHALLENGE_ROUTES = ("claim", "redeem")
 # The Redis calls of the request path, whose errors and latency alerts read from the start.
 REQUEST_PATH_CALLS = ("claim", "claim_idem_probe", "redeem_guard", "redeem", "redeem_settle")
+
+
+def _declare_challenges() -> None:
+    for route in CHALLENGE_ROUTES:
+        challenges_issued.labels(route)
+        challenges_passed.labels(route)
+        for reason in PASS_REFUSALS:
+            challenge_passes_refused.labels(route, reason)
 
 
 def build_version() -> tuple[str, str]:
@@ -222,6 +247,7 @@ def declare(
     for call in REQUEST_PATH_CALLS:
         redis_latency.labels(call)
         redis_errors.labels(call)
+    _declare_challenges()
     soldout_local.labels()
     shed.labels()
     idempotent_replays.labels()

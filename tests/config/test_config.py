@@ -83,11 +83,13 @@ def test_environment_overrides_secrets() -> None:
         env={
             "GATEWAY_ADMIN_TOKEN": "env-token",
             "GATEWAY_CLIENT_SHOP_APP_EU_API_KEY": "env-key",
+            "GATEWAY_CLIENT_SHOP_APP_EU_CHALLENGE_SECRET": "env-challenge",
             "GATEWAY_DATA_KEY": "A" * 43 + "=",
         },
     )
     assert settings.admin.token == "env-token"
     assert settings.clients[0].api_key == "env-key"
+    assert settings.clients[0].challenge_secret == "env-challenge"
     assert settings.security.data_key == "A" * 43 + "="
 
 

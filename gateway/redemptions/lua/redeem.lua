@@ -9,7 +9,8 @@
 -- The campaign id is learned here, from the voucher: its keys are ARGV[14] and ARGV[17] with
 -- the id appended (keys.campaign / keys.card_pool of the voucher's tag and an empty id).
 -- Returns {outcome, a, b} (gateway.records.Outcome): 0 delivered, a = redemption id;
---   1 replay, a = the stored record; 11 reserved, a = sku, b = comma-separated supplier ids;
+--   1 replay, a = the stored record; 11 reserved (direct_recharge, link: for the suppliers),
+--   a = sku, b = comma-separated supplier ids;
 --   2 key reused; 4 not found (missing, or not this user's); 12-16 refused; 17 account missing.
 -- Stored for replay: 0, 11 (as the redemption id), 12, 14.
 
@@ -66,7 +67,7 @@ end
 
 -- Every check has passed: write the redemption.
 local rid = ARGV[3]
-local delivered = kind ~= 'direct_recharge'
+local delivered = kind ~= 'direct_recharge' and kind ~= 'link'
 redis.call('HSET', KEYS[3], 'client', ARGV[9], 'code', ARGV[16], 'user', ARGV[5],
            'campaign', campaign_id, 'kind', kind, 'status', delivered and 'delivered' or 'pending',
            'created', now, 'account', ARGV[11], 'idem', KEYS[2], 'sku', c[2] or '',

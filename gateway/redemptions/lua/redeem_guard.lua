@@ -2,9 +2,11 @@
 -- Joined after ratelimit/sliding_window.lua; every key shares the guard tag {rg}.
 -- KEYS[1] nonce key (unused unless ARGV[3] == '1')   KEYS[2] event stream
 --   KEYS[3 .. 2+L] a sliding-window key per limit   KEYS[3+L .. 2+L+R] a failure log per rule
--- ARGV[1] now (ms)  [2] mode  [3] '1' to spend the nonce  [4] nonce ttl (ms)  [5] L  [6] R
---   [7] now as RFC 3339  [8] stream max length  [9] user id  [10] device id  [11] ip
+--   KEYS[3+L+R] the challenge pass's nonce key (only when ARGV[15] == '1')
+-- ARGV[1] now (ms)  [2] mode  [3] '1' to spend the nonce  [4] nonce and pass ttl (ms)
+--   [5] L  [6] R  [7] now as RFC 3339  [8] stream max length  [9] user id  [10] device id  [11] ip
 --   [12] request id  [13] client id  [14] claim id of the code tried ('' if malformed)
+--   [15] '1' to lift a challenge (never a deny) by spending the pass (SET NX: once)
 --   then L pairs (limit, window ms), R tuples (rule id, threshold, window ms, effect
 --   'deny'|'challenge'|'shadow'), and for 'refund' the R entries a check wrote.
 -- Modes: 'check' (a suspected guesser's attempt is counted now, provisionally), 'check_fail'
@@ -17,7 +19,7 @@
 local now = tonumber(ARGV[1])
 local mode = ARGV[2]
 local L, R = tonumber(ARGV[5]), tonumber(ARGV[6])
-local limit_base = 15
+local limit_base = 16
 local rule_base = limit_base + L * 2
 
 local function emit(kind, extra)
@@ -94,6 +96,16 @@ if #fired > 0 then
   for i = 1, #fired do ids[i] = ARGV[rule_base + (fired[i] - 1) * 4] end
   emit('risk.hit', {'rules', table.concat(ids, ','), 'decision',
                     blocking == 6 and 'deny' or (blocking == 7 and 'challenge' or 'shadow')})
+end
+if blocking == 7 and ARGV[15] == '1' and
+   redis.call('SET', KEYS[3 + L + R], '1', 'NX', 'PX', ARGV[4]) then
+  blocking = 0
+  local lifted = {}
+  for i = 1, #fired do
+    local o = rule_base + (fired[i] - 1) * 4
+    if ARGV[o + 3] == 'challenge' then lifted[#lifted + 1] = ARGV[o] end
+  end
+  emit('risk.challenge_passed', {'rules', table.concat(lifted, ',')})
 end
 if blocking ~= 0 then
   return {blocking, 0, retry_ms, fired, retries, {}}

@@ -1,4 +1,4 @@
--- redeem_settle.lua: move a direct-recharge redemption on, only while it is still pending.
+-- redeem_settle.lua: move a supplier-delivered redemption on, only while it is still pending.
 -- KEYS[1] redemption record  [2] event stream  [3] pending redemptions  [4] its voucher
 -- ARGV[1] action: 'attempt' (about to call ARGV[5]) | 'pending' | 'delivered' | 'failed'
 --   (definite no: the voucher is redeemable again) | 'release' (as failed, and the
@@ -6,6 +6,7 @@
 -- ARGV[2] now (ms)  [3] now as RFC 3339  [4] campaign key less its id  [5] supplier
 --   [6] supplier ref  [7] ms of the next look (pending)  [8] stream max length
 --   [9] failure code (failed, release)  [10] redemption id  [11] claim id (events only)
+--   [12] the supplier's link, sealed ('' if none; delivered only, never evented)
 -- The campaign id and idempotency key are learned from the record: the campaign key is
 -- ARGV[4] with the id appended, the idempotency key is stored whole (keys.idempotency).
 -- Returns the record's status after the call ('pending', 'delivered', 'failed'), or '' when
@@ -52,6 +53,7 @@ redis.call('ZREM', KEYS[3], ARGV[10])
 if action == 'delivered' then
   redis.call('HSET', KEYS[1], 'status', 'delivered', 'supplier', ARGV[5], 'supplier_ref', ARGV[6],
              'updated', ARGV[2])
+  if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'link', ARGV[12]) end
   if v[1] then
     redis.call('SET', voucher_key, 'd' .. SEP .. v[2] .. SEP .. v[3] .. SEP .. v[4] .. SEP ..
                fingerprint .. SEP .. ARGV[10], 'KEEPTTL')
