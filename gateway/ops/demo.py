@@ -186,7 +186,7 @@ def run_demo(config: str, workers: int | None = None) -> int:
     settings = load(config)
     # The host first: a second demo (or a gateway on these ports) is refused before the
     # running one's data is touched.
-    host = Host.claim(settings)
+    host = Host.claim(settings, workers)
     if host.lock is not None and Path(settings.redis.data_dir).parts[:1] == ("var",):
         host.lock.wipe()  # a fresh demo every time
     sim = subprocess.Popen(
