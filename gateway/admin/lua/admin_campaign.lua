@@ -12,7 +12,9 @@ if created then
   redis.call('HSET', KEYS[1], 'stock_added', stock, 'stock_left', stock, 'granted', 0,
              'redeemed', 0, 'paused', 0)
 end
+-- The event carries the configuration and, on create, the initial stock: the ledger
+-- (backend/) needs them for voucher expiry, cost and the funnel's stock_added.
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type',
            created and 'campaign.created' or 'campaign.updated', 'ts', ARGV[2],
-           'campaign_id', ARGV[1])
+           'campaign_id', ARGV[1], 'stock', created and ARGV[4] or '0', unpack(fields))
 return created and 1 or 0

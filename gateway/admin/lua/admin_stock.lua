@@ -10,5 +10,6 @@ local new_left = math.max(0, left + tonumber(ARGV[2]))
 local added = redis.call('HINCRBY', KEYS[1], 'stock_added', new_left - left)
 redis.call('HSET', KEYS[1], 'stock_left', new_left)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'campaign.stock_changed',
-           'ts', ARGV[3], 'campaign_id', ARGV[1], 'add', ARGV[2], 'stock_left', new_left)
+           'ts', ARGV[3], 'campaign_id', ARGV[1], 'add', ARGV[2], 'stock_left', new_left,
+           'added', new_left - left)  -- what really moved (clamped): the ledger sums it
 return {1, added, new_left}
