@@ -40,11 +40,8 @@ async def overview(engine: AsyncEngine) -> dict[str, Any]:
         per: dict[str, dict[str, int]] = defaultdict(dict)
         for row in rows:
             per[row.campaign_id][row.name] = row.n
-        names = dict(
-            (await connection.execute(select(campaigns.c.campaign_id, campaigns.c.name)))
-            .tuples()
-            .all()
-        )
+        config = await connection.execute(select(campaigns.c.campaign_id, campaigns.c.name))
+        names = {row.campaign_id: row.name for row in config}
     ids = sorted(set(per) | set(names))
     return {"campaigns": [_headline(i, names.get(i), per.get(i, {})) for i in ids]}
 
@@ -134,17 +131,10 @@ async def campaign_report(
     """One campaign's funnel and breakdowns; None when the ledger never saw it."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     async with engine.connect() as connection:
-        c = dict(
-            (
-                await connection.execute(
-                    select(counters.c.name, counters.c.n).where(
-                        counters.c.campaign_id == campaign_id
-                    )
-                )
-            )
-            .tuples()
-            .all()
+        rows = await connection.execute(
+            select(counters.c.name, counters.c.n).where(counters.c.campaign_id == campaign_id)
         )
+        c = {row.name: row.n for row in rows}
         config = (
             await connection.execute(
                 select(campaigns).where(campaigns.c.campaign_id == campaign_id)
