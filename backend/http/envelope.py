@@ -10,7 +10,7 @@ import msgspec
 from aiohttp import web
 
 log = logging.getLogger("backend.http")
-REQUEST_ID = "request_id"
+REQUEST_ID = web.RequestKey("request_id", str)
 _encode = msgspec.json.Encoder().encode
 
 
