@@ -83,6 +83,10 @@ class Ingester:
                 log.warning("valkey unavailable, ingest paused", extra={"error": str(exc)})
                 await asyncio.sleep(self.options.retry_after_s)
                 continue
+            except Exception:  # unknown: logged; nothing was acked, so the pass is retried
+                log.exception("ingest pass failed")
+                await asyncio.sleep(self.options.retry_after_s)
+                continue
             if not moved:
                 await asyncio.sleep(self.options.idle_sleep_s)
 
