@@ -42,15 +42,26 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
         subprocess.run(
             _as_postgres(
-                _binary("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8"
+                _binary("initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
             ),
             check=True,
             capture_output=True,
         )
 
     def _ctl(self, *args: str) -> None:
-        subprocess.run(_as_postgres(_binary("pg_ctl"), "-D", str(self.data), *args), check=True,
-                       capture_output=True)
+        subprocess.run(
+            _as_postgres(_binary("pg_ctl"), "-D", str(self.data), *args),
+            check=True,
+            capture_output=True,
+        )
 
     def start(self) -> None:
         options = (

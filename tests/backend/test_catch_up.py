@@ -1,4 +1,9 @@
-"""Backend stopped while the gateway produces 50,000 events; started, it catches up exactly."""
+"""Backend stopped while the gateway produces 50,000 events; started, it catches up exactly.
+
+The events are produced once and caught up by two backends at once, one on SQLite (group
+`ledger`) and one on PostgreSQL (group `ledger-pg`): each has its own consumer group, and a
+stream is trimmed only below what every group has committed.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,13 @@ from backend.app import create_app
 from backend.db import async_url
 from backend.ingest import IngestOptions
 from gateway.valkey import keys
+from tests.backend.conftest import fresh_postgres_url
+from tests.backend.postgres import PostgresServer
 from tests.gateway.conftest import ADMIN_TOKEN, Gateway
 
 CAMPAIGNS, STOCK, CLAIMS = 5, 4_000, 10_000  # per campaign: 4,000 grants, 6,000 limit_reached
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+FIELDS = ("stock_added", "stock_left", "granted", "redeemed")
 
 
 async def produce(gateway: Gateway) -> list[str]:
@@ -34,31 +42,30 @@ async def produce(gateway: Gateway) -> list[str]:
 
 
 @pytest.fixture
-async def backend_client(
-    gateway: Gateway, valkey_url: str, database_url: str, tmp_path: Path
+async def backends(
+    gateway: Gateway, valkey_url: str, postgres: PostgresServer, tmp_path: Path
 ) -> AsyncIterator[Any]:
-    async def start() -> TestClient[Any, Any]:
-        app = create_app(
-            gateway.settings,
-            valkey_url,
-            async_url(database_url, tmp_path),
-            IngestOptions(discover_every_s=0.2, idle_sleep_s=0.05),
-        )
-        client = TestClient(TestServer(app))
-        await client.start_server()
-        started.append(client)
-        return client
-
+    """Starts the SQLite and the PostgreSQL backend when called; closes them after the test."""
     started: list[TestClient[Any, Any]] = []
+
+    async def start() -> list[TestClient[Any, Any]]:
+        ledgers = [
+            (f"sqlite:///{tmp_path / 'ledger.db'}", "ledger"),
+            (await fresh_postgres_url(postgres), "ledger-pg"),
+        ]
+        for database_url, group in ledgers:
+            options = IngestOptions(group=group, discover_every_s=0.2, idle_sleep_s=0.05)
+            app = create_app(
+                gateway.settings, valkey_url, async_url(database_url, tmp_path), options
+            )
+            client = TestClient(TestServer(app))
+            await client.start_server()
+            started.append(client)
+        return started
+
     yield start
     for client in started:
         await client.close()
-
-
-async def _report(client: Any, campaign_id: str) -> dict[str, Any]:
-    response = await client.get(f"/reports/campaigns/{campaign_id}", headers=AUTH)
-    assert response.status == 200, await response.text()
-    return dict(await response.json())
 
 
 async def _caught_up(client: Any, ids: list[str]) -> None:
@@ -75,24 +82,27 @@ async def _caught_up(client: Any, ids: list[str]) -> None:
                 await asyncio.sleep(0.2)
 
 
+async def _check(client: Any, gateway: Gateway, campaign_id: str) -> None:
+    stats = await gateway.stats(campaign_id)
+    response = await client.get(f"/reports/campaigns/{campaign_id}", headers=AUTH)
+    report = await response.json()
+    assert {k: report["funnel"][k] for k in FIELDS} == {k: stats[k] for k in FIELDS}
+    assert report["rejected"] == stats["rejected"] == {"limit_reached": CLAIMS - STOCK}
+    assert sum(c["granted"] for c in report["by_client"].values()) == STOCK
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-async def test_a_restarted_backend_catches_up_and_every_count_equals_the_gateway_stats(
-    gateway: Gateway, backend_client: Any
+async def test_restarted_backends_catch_up_and_every_count_equals_the_gateway_stats(
+    gateway: Gateway, backends: Any
 ) -> None:
     ids = await produce(gateway)
-    client = await backend_client()
-    await _caught_up(client, ids)
-    for campaign_id in ids:
-        stats = await gateway.stats(campaign_id)
-        report = await _report(client, campaign_id)
-        funnel = report["funnel"]
-        assert {k: funnel[k] for k in ("stock_added", "stock_left", "granted", "redeemed")} == {
-            k: stats[k] for k in ("stock_added", "stock_left", "granted", "redeemed")
-        }
-        assert report["rejected"] == stats["rejected"] == {"limit_reached": CLAIMS - STOCK}
-        assert sum(c["granted"] for c in report["by_client"].values()) == STOCK
-    # Everything committed, so the streams were trimmed to nothing.
-    streams = {s.decode() for s in await gateway.redis.smembers(keys.EVENT_STREAMS)}
-    await asyncio.sleep(1.2)  # the next status pass (trim once a second per idle stream)
-    assert [await gateway.redis.xlen(s) for s in sorted(streams)] == [0] * len(streams)
+    clients = await backends()
+    await asyncio.gather(*[_caught_up(client, ids) for client in clients])
+    for client in clients:
+        for campaign_id in ids:
+            await _check(client, gateway, campaign_id)
+    # Both groups committed everything, so the streams were trimmed to nothing.
+    streams = sorted(s.decode() for s in await gateway.redis.smembers(keys.EVENT_STREAMS))
+    await asyncio.sleep(1.5)  # the next status pass (trim once a second per idle stream)
+    assert [await gateway.redis.xlen(s) for s in streams] == [0] * len(streams)

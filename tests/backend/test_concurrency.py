@@ -90,7 +90,12 @@ async def test_a_stream_is_trimmed_only_up_to_what_is_committed(
     ids = [
         await redis_client.xadd(
             stream,
-            {"type": "claim.rejected", "ts": "2026-01-01T00:00:00Z", "campaign_id": "c", "code": "x"},
+            {
+                "type": "claim.rejected",
+                "ts": "2026-01-01T00:00:00Z",
+                "campaign_id": "c",
+                "code": "x",
+            },
         )
         for _ in range(10)
     ]
