@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +75,12 @@ async def gateway(valkey_url: str, redis_client: Any) -> AsyncIterator[Gateway]:
     async for gw in start_gateway(valkey_url):
         gw.redis = redis_client
         yield gw
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
+    """Poll `check` until it holds (fails the test with TimeoutError after timeout_s)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.1)

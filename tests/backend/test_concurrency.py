@@ -13,7 +13,7 @@ from backend import db
 from backend.reports import campaign_report
 from backend.schema import events
 from gateway.valkey import keys
-from tests.backend.conftest import ingester
+from tests.backend.conftest import eventually, ingester
 from tests.gateway.conftest import Gateway
 
 
@@ -30,6 +30,10 @@ async def _stream_total(redis: Any) -> int:
     return total
 
 
+async def _all_in(engine: AsyncEngine, redis: Any) -> bool:
+    return await _event_count(engine) >= await _stream_total(redis)
+
+
 async def test_two_backends_in_one_group_never_double_count(
     gateway: Gateway, engine: AsyncEngine, database_url: str, tmp_path: Any
 ) -> None:
@@ -42,9 +46,7 @@ async def test_two_backends_in_one_group_never_double_count(
         for start in range(0, 1200, 200):
             users = [f"u{i % 400}" for i in range(start, start + 200)]
             await asyncio.gather(*[gateway.claim(campaign_id, user_id=u) for u in users])
-        async with asyncio.timeout(60):
-            while await _event_count(engine) < await _stream_total(gateway.redis):
-                await asyncio.sleep(0.1)
+        await eventually(lambda: _all_in(engine, gateway.redis), timeout_s=60)
     finally:
         for task in tasks:
             task.cancel()

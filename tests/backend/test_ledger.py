@@ -93,3 +93,28 @@ async def test_a_malformed_event_becomes_a_dead_letter_and_is_acked(
     assert await _count(engine, events) == 1
     pending = await redis_client.xpending(stream, "ledger")
     assert pending["pending"] == 0 and good
+
+
+async def test_cost_and_risk_hits_come_from_the_campaign_and_risk_events(
+    redis_client: Any, engine: AsyncEngine
+) -> None:
+    stream = keys.events("GH")
+    await redis_client.sadd(keys.EVENT_STREAMS, stream)
+    ts = {"ts": "2026-01-01T00:00:00Z", "campaign_id": "paid"}
+    config = {"stock": "10", "voucher_ttl_s": "60", "unit_cost": "250", "currency": "CNY"}
+    await redis_client.xadd(stream, {"type": "campaign.created"} | ts | config)
+    for user in ("a", "b", "c"):
+        grant = {"claim_id": f"clm_{user}", "voucher_code": f"GH{user}…XYZ", "user_id": user}
+        await redis_client.xadd(stream, {"type": "claim.granted"} | ts | grant)
+    hit = {"type": "risk.hit", "rules": "ip_burst,device_farm", "decision": "shadow"}
+    await redis_client.xadd(stream, hit | ts)
+    await redis_client.xadd(stream, hit | ts | {"rules": "ip_burst", "decision": "deny"})
+    await ingester(redis_client, engine).catch_up()
+    report = await campaign_report(engine, "paid")
+    assert report is not None
+    assert report["cost"] == {"unit_cost": 250, "currency": "CNY", "spent": 750}
+    assert report["risk_hits"] == {
+        "device_farm": {"shadow": 1},
+        "ip_burst": {"enforce": 1, "shadow": 1},
+    }
+    assert report["funnel"]["stock_left"] == 7
