@@ -49,13 +49,12 @@ async def _claim_guard(
 ) -> set[str]:
     """Insert every entry's guard row; return the ids whose insert took effect."""
     rows = [{"stream": stream, "entry_id": entry_id} for entry_id, _ in entries]
+    # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs from one
+    # compiled statement ("insertmanyvalues"), and a conflicting row returns nothing.
     statement = (
-        _insert(connection, ingested)
-        .values(rows)
-        .on_conflict_do_nothing()
-        .returning(ingested.c.entry_id)
+        _insert(connection, ingested).on_conflict_do_nothing().returning(ingested.c.entry_id)
     )
-    return set((await connection.execute(statement)).scalars())
+    return set((await connection.execute(statement, rows)).scalars())
 
 
 async def _known_ttls(connection: AsyncConnection, decoded: list[ev.Event]) -> dict[str, Any]:
