@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck fuzz bench loadtest preflight clean
+.PHONY: install postgres run test lint typecheck fuzz bench loadtest preflight clean
 
 install: $(STAMP)
 
@@ -17,7 +17,12 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/gateway demo
 
-test: install
+# The backend's ledger tests start a real PostgreSQL 15 (initdb/pg_ctl as the postgres user).
+postgres:
+	@test -x /usr/local/bin/initdb || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -q && apt-get install -y -q postgresql)
+
+test: install postgres
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: install

@@ -34,7 +34,11 @@ from backend.streams import ensure_group
 from gateway.valkey import keys
 
 GROUPS = ("ledger", "ledger-pg")
-BIN_DIRS = ("/usr/local/bin", "/usr/lib/postgresql/15/bin", "/usr/bin")
+BIN_DIRS = (
+    "/usr/local/bin",
+    *sorted((str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")), reverse=True),
+    "/usr/bin",
+)
 
 
 def _binary(name: str) -> str:

@@ -9,7 +9,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-BIN_DIRS = ("/usr/local/bin", "/usr/lib/postgresql/15/bin", "/usr/bin")
+BIN_DIRS = (
+    "/usr/local/bin",
+    *sorted((str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")), reverse=True),
+    "/usr/bin",
+)
 
 
 def _binary(name: str) -> str:
