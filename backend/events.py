@@ -44,6 +44,26 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 # Integer fields whose value the projections add up.
 INTEGERS = ("stock", "added", "voucher_ttl_s", "unit_cost", "starts_ms", "latency_ms")
+# The widest value each column takes (backend/schema.py): a longer one would fail the whole
+# batch's transaction on PostgreSQL, again and again, so it makes the entry a dead letter.
+WIDTHS = {
+    "type": 64,
+    "ts": 40,
+    "campaign_id": 128,
+    "user_id": 128,
+    "device_id": 128,
+    "ip": 64,
+    "client_id": 128,
+    "request_id": 128,
+    "claim_id": 64,
+    "code": 64,
+    "actor": 128,
+    "actor_ip": 64,
+    "voucher_code": 16,
+    "supplier": 128,
+    "currency": 8,
+    "name": 256,
+}
 
 
 class Malformed(ValueError):
@@ -93,13 +113,18 @@ def _check(kind: str, fields: dict[str, str]) -> None:
     missing = [name for name in REQUIRED.get(kind, ()) if not fields.get(name)]
     if missing:
         raise Malformed(f"{kind}: missing {', '.join(missing)}")
+    for name, width in WIDTHS.items():
+        if len(fields.get(name, "")) > width:
+            raise Malformed(f"{kind}: {name} longer than {width} characters")
     for name in INTEGERS:
         value = fields.get(name)
         if value:
             try:
-                int(value)
+                number = int(value)
             except ValueError:
                 raise Malformed(f"{kind}: {name} is not an integer: {value[:40]!r}") from None
+            if abs(number) >= 2**62:
+                raise Malformed(f"{kind}: {name} out of range")
 
 
 def decode(stream: str, entry_id: str, raw: dict[Any, Any]) -> Event:
@@ -109,9 +134,9 @@ def decode(stream: str, entry_id: str, raw: dict[Any, Any]) -> Event:
     if not kind:
         raise Malformed("no type")
     if not ts:
-        raise Malformed(f"{kind}: no ts")
+        raise Malformed(f"{kind[:64]}: no ts")
     ts_ms = _ts_ms(ts)
-    _check(kind, fields)
+    _check(kind[:64], fields | {"type": kind, "ts": ts})
     return Event(stream, entry_id, entry_order(entry_id), kind, ts, ts_ms, fields)
 
 

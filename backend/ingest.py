@@ -132,7 +132,7 @@ class Ingester:
         group, consumer, count = self.options.group, self.consumer, self.options.batch
         if stream in self._dirty:
             reply = await self.redis.xreadgroup(group, consumer, {stream: "0"}, count=count)
-            entries = _entries(reply)
+            entries = await self._drop_trimmed(stream, reply)
             if entries:
                 return entries
             self._dirty.discard(stream)
@@ -196,6 +196,19 @@ class Ingester:
             log.warning("ledger database unavailable, ingest paused", extra={"error": str(exc)})
         self.database_ok = False
         self.metrics.database_up.set(0)
+
+    async def _drop_trimmed(self, stream: str, reply: Any) -> list[Entry]:
+        """The live entries of a pending read; pending ids whose entry is gone are acked.
+
+        Only the gateway's length cap can cut a pending entry (this trim never does): it is
+        lost, so it is logged and acked rather than kept pending forever, which would hold
+        the trim floor at it.
+        """
+        gone = [text(i) for _s, items in reply or [] for i, fields in items if fields is None]
+        if gone:
+            log.error("entries trimmed before commit", extra={"stream": stream, "ids": gone})
+            await self.redis.xack(stream, self.options.group, *gone)
+        return _entries(reply)
 
 
 def _entries(reply: Any) -> list[Entry]:

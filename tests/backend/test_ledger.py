@@ -77,6 +77,10 @@ async def test_a_malformed_event_becomes_a_dead_letter_and_is_acked(
     await redis_client.xadd(stream, {"type": "claim.granted", "ts": "2026-01-01T00:00:00Z"})
     await redis_client.xadd(stream, {"type": "claim.rejected", "ts": "yesterday"})
     await redis_client.xadd(stream, {"ts": "2026-01-01T00:00:00Z"})
+    too_long = {"campaign_id": "c", "code": "x", "user_id": "u" * 129}
+    await redis_client.xadd(
+        stream, {"type": "claim.rejected", "ts": "2026-01-01T00:00:00Z"} | too_long
+    )
     good = await redis_client.xadd(
         stream,
         {"type": "claim.rejected", "ts": "2026-01-01T00:00:00Z", "campaign_id": "c", "code": "x"},
@@ -89,6 +93,7 @@ async def test_a_malformed_event_becomes_a_dead_letter_and_is_acked(
         "claim.granted: missing campaign_id, claim_id, voucher_code, user_id",
         "ts: not RFC 3339: 'yesterday'",
         "no type",
+        "claim.rejected: user_id longer than 128 characters",
     ]
     assert await _count(engine, events) == 1
     pending = await redis_client.xpending(stream, "ledger")
