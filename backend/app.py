@@ -12,7 +12,7 @@ from backend import db
 from backend.http.auth import Tokens
 from backend.http.envelope import envelope, request_id
 from backend.http.routes import add_routes
-from backend.http.state import ENGINE, INGESTER, METRICS, REDIS, TOKENS
+from backend.http.state import ENGINE, INGESTER, METRICS, READER, REDIS, TOKENS
 from backend.ingest import Ingester, IngestOptions
 from backend.metrics import BackendMetrics
 from gateway.settings import Settings
@@ -39,7 +39,11 @@ def create_app(
         engine = db.create_engine(database_url)
         await db.migrate(engine)
         app[ENGINE] = engine
+        sqlite = database_url.startswith("sqlite")
+        app[READER] = db.create_engine(database_url, writer=False) if sqlite else engine
         yield
+        if app[READER] is not engine:
+            await app[READER].dispose()
         await engine.dispose()
 
     async def valkey(app: web.Application) -> AsyncIterator[None]:

@@ -48,12 +48,17 @@ def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An engine for an async URL from `async_url`."""
+def create_engine(url: str, writer: bool = True) -> AsyncEngine:
+    """An engine for an async URL from `async_url`.
+
+    On SQLite a reader (`writer=False`, for reports) runs each query on its own WAL snapshot
+    and never takes the write lock, so reports never hold up ingest.
+    """
     if url.startswith("sqlite"):
         engine = create_async_engine(url, pool_size=4, max_overflow=4)
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        if writer:
+            event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
 

@@ -11,7 +11,7 @@ from backend import db
 from backend.audit import FILTERS, audit
 from backend.http.envelope import ApiError, error_response, invalid, json_response
 from backend.http.render import respond
-from backend.http.state import ENGINE, INGESTER, METRICS, REDIS, TOKENS
+from backend.http.state import INGESTER, METRICS, READER, REDIS, TOKENS
 from backend.reports import campaign_report, overview, suppliers_report
 from backend.wallet import BadCursor, wallet
 from gateway.codes import normalise_code
@@ -39,7 +39,7 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    database = await db.ping(request.app[ENGINE])
+    database = await db.ping(request.app[READER])
     try:
         valkey = bool(await request.app[REDIS].ping())
     except Exception:  # any client error means "not reachable"
@@ -57,13 +57,13 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def reports_overview(request: web.Request) -> web.Response:
     request.app[TOKENS].operator(request)
-    return respond(request, await overview(request.app[ENGINE]), "campaigns")
+    return respond(request, await overview(request.app[READER]), "campaigns")
 
 
 async def reports_campaign(request: web.Request) -> web.Response:
     request.app[TOKENS].operator(request)
     campaign_id = _id(request.match_info["campaign_id"], "campaign_id")
-    document = await campaign_report(request.app[ENGINE], campaign_id)
+    document = await campaign_report(request.app[READER], campaign_id)
     if document is None:
         raise ApiError(404, "campaign_not_found", "the ledger has no such campaign")
     return respond(request, document, None)
@@ -74,7 +74,7 @@ async def reports_suppliers(request: web.Request) -> web.Response:
     day = request.query.get("day")
     if day is not None and not _DAY.match(day):
         raise invalid("day: YYYY-MM-DD")
-    return respond(request, await suppliers_report(request.app[ENGINE], day), "suppliers")
+    return respond(request, await suppliers_report(request.app[READER], day), "suppliers")
 
 
 def _audit_filter(request: web.Request) -> tuple[str, str]:
@@ -95,7 +95,7 @@ async def audit_trail(request: web.Request) -> web.Response:
     request.app[TOKENS].operator(request)
     kind, value = _audit_filter(request)
     limit = _int_param(request, "limit", 1000, 10_000)
-    entries = await audit(request.app[ENGINE], kind, value, limit)
+    entries = await audit(request.app[READER], kind, value, limit)
     return respond(request, {"entries": entries}, "entries")
 
 
@@ -105,7 +105,7 @@ async def user_vouchers(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 20, 100)
     try:
         document = await wallet(
-            request.app[ENGINE],
+            request.app[READER],
             client_id,
             user_id,
             limit,

@@ -11,7 +11,8 @@ from backend.http.auth import Tokens
 from backend.ingest import Ingester
 from backend.metrics import BackendMetrics
 
-ENGINE = web.AppKey("engine", AsyncEngine)
+ENGINE = web.AppKey("engine", AsyncEngine)  # ingest writes
+READER = web.AppKey("reader", AsyncEngine)  # reports read (the same engine on PostgreSQL)
 REDIS: web.AppKey[Any] = web.AppKey("redis")
 INGESTER = web.AppKey("ingester", Ingester)
 METRICS = web.AppKey("metrics", BackendMetrics)
