@@ -56,9 +56,10 @@ def create_app(
         task = asyncio.create_task(app[INGESTER].run()) if ingest is not None else None
         yield
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            app[INGESTER].stop()
+            # wait_for cancels it if a commit hangs past the deadline.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 10)
 
     app.cleanup_ctx.extend([database, valkey, ingester])
     add_routes(app)

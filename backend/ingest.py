@@ -10,6 +10,7 @@ nothing: the batch stays pending with this consumer and is read again (id 0) unt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -64,6 +65,7 @@ class Ingester:
         self.clock = clock
         self.streams: set[str] = set()
         self.database_ok = True
+        self._stopping = asyncio.Event()
         self._discovered_at = float("-inf")
         self._dirty: set[str] = set()  # streams with an uncommitted batch pending with us
         self._claimed_at: dict[str, float] = {}
@@ -71,24 +73,33 @@ class Ingester:
         self._status: dict[str, StreamStatus] = {}
 
     async def run(self) -> None:
-        """Ingest until cancelled; database or Valkey failures pause it, never end it."""
-        while True:
+        """Ingest until `stop()`; database or Valkey failures pause it, never end it."""
+        while not self._stopping.is_set():
             try:
                 moved = await self.step()
             except (SQLAlchemyError, OSError) as exc:
                 self._database_failed(exc)
-                await asyncio.sleep(self.options.retry_after_s)
+                await self._pause(self.options.retry_after_s)
                 continue
             except RedisError as exc:
                 log.warning("valkey unavailable, ingest paused", extra={"error": str(exc)})
-                await asyncio.sleep(self.options.retry_after_s)
+                await self._pause(self.options.retry_after_s)
                 continue
             except Exception:  # unknown: logged; nothing was acked, so the pass is retried
                 log.exception("ingest pass failed")
-                await asyncio.sleep(self.options.retry_after_s)
+                await self._pause(self.options.retry_after_s)
                 continue
             if not moved:
-                await asyncio.sleep(self.options.idle_sleep_s)
+                await self._pause(self.options.idle_sleep_s)
+
+    def stop(self) -> None:
+        """End `run` after the batch in hand: a batch is never cut in the middle of a commit
+        (cancelling one mid-transaction can leave a driver connection that never closes)."""
+        self._stopping.set()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def step(self) -> int:
         """One pass over every stream; returns how many entries were committed or acked."""

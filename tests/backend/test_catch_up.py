@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from backend.app import create_app
 from backend.db import async_url
 from backend.ingest import IngestOptions
+from backend.streams import ensure_group
 from gateway.valkey import keys
 from tests.backend.conftest import fresh_postgres_url
 from tests.backend.postgres import PostgresServer
@@ -105,6 +106,11 @@ async def test_restarted_backends_catch_up_and_every_count_equals_the_gateway_st
     gateway: Gateway, backends: Any
 ) -> None:
     ids = await produce(gateway)
+    # Both backends ran before they were stopped: their groups exist on every stream. (A
+    # group created later starts at whatever the other group has left untrimmed.)
+    for stream in await gateway.redis.smembers(keys.EVENT_STREAMS):
+        for group in ("ledger", "ledger-pg"):
+            await ensure_group(gateway.redis, stream.decode(), group)
     clients = await backends()
     await asyncio.gather(*[_caught_up(client, ids) for client in clients])
     for client in clients:

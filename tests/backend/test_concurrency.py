@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from sqlalchemy import func, select
@@ -48,10 +47,9 @@ async def test_two_backends_in_one_group_never_double_count(
             await asyncio.gather(*[gateway.claim(campaign_id, user_id=u) for u in users])
         await eventually(lambda: _all_in(engine, gateway.redis), timeout_s=60)
     finally:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        a.stop()
+        b.stop()
+        await asyncio.gather(*tasks)
         await other.dispose()
     assert a.metrics.events_ingested._value.get() > 0
     assert b.metrics.events_ingested._value.get() > 0
