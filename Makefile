@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint typecheck fuzz bench loadtest preflight clean
+.PHONY: install postgres run test check lint typecheck fuzz bench loadtest preflight clean
 
 install: $(STAMP)
 
@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/gateway demo
 
+# The backend's ledger tests start a real PostgreSQL 15 (initdb/pg_ctl as the postgres user).
+postgres:
+	@test -x /usr/local/bin/initdb || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -q && apt-get install -y -q postgresql)
+
 # pytest's exit 5 (no tests collected) is a failure, never a silent pass.
-test: install
+test: install postgres
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 		if [ $$rc -eq 5 ]; then echo 'pytest collected no tests' >&2; exit 1; fi; exit $$rc
 

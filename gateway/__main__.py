@@ -62,6 +62,12 @@ def _supplier_sim(argv: Sequence[str]) -> int:
     return sim_main(list(argv))
 
 
+def _backend(argv: Sequence[str]) -> int:
+    # A new interpreter, so the gateway never imports the backend (they share only settings).
+    os.execv(sys.executable, [sys.executable, "-m", "backend", *argv])
+    return 0  # pragma: no cover (execv does not return)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="gateway", description="Benefits gateway")
     sub = top.add_subparsers(dest="command", required=True)
@@ -102,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
     preflight.set_defaults(func=_preflight)
 
     sub.add_parser("supplier-sim", help="run the supplier simulator", add_help=False)
+    sub.add_parser("backend", help="run the admin backend (ledger, reports)", add_help=False)
     return top
 
 
@@ -109,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["supplier-sim"]:
         return _supplier_sim(argv[1:])
+    if argv[:1] == ["backend"]:
+        return _backend(argv[1:])
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -6,8 +6,7 @@
 -- A PUT replaces the configuration: an OPTIONAL field not among the pairs is removed.
 -- The event names the actor and what changed, as compact JSON of the stored text (null:
 -- absent): `after` of every field on create; `before` and `after` of the changed fields on
--- update. It also carries the campaign's `unit_cost` and `currency` when it has them, and on
--- create its stock.
+-- update. It also carries every configured field as it now stands, and on create its stock.
 -- Returns 1 when created, 0 when updated (stock untouched on update: use the stock endpoint).
 local OPTIONAL = {'unit_cost', 'currency'}
 local created = redis.call('EXISTS', KEYS[1]) == 0
@@ -51,7 +50,7 @@ if created then
   local stock = tonumber(ARGV[4])
   redis.call('HSET', KEYS[1], 'stock_added', stock, 'stock_left', stock, 'granted', 0,
              'redeemed', 0, 'paused', 0)
-  for _, field in ipairs({'stock_added', stock, 'stock_left', stock}) do
+  for _, field in ipairs({'stock', stock, 'stock_added', stock, 'stock_left', stock}) do
     event[#event + 1] = field
   end
 else
@@ -60,11 +59,7 @@ else
 end
 event[#event + 1] = 'after'
 event[#event + 1] = cjson.encode(after)
-for _, name in ipairs(OPTIONAL) do
-  if given[name] then
-    event[#event + 1] = name
-    event[#event + 1] = given[name]
-  end
-end
+-- The configuration as it now stands, field by field (the ledger reads expiry and cost here).
+for i = 1, #pairs_ do event[#event + 1] = pairs_[i] end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(event))
 return created and 1 or 0

@@ -14,5 +14,5 @@ redis.call('HSET', KEYS[1], 'stock_left', new_left)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'campaign.stock_changed',
            'ts', ARGV[3], 'campaign_id', ARGV[1], 'actor', ARGV[5], 'actor_ip', ARGV[6],
            'add', ARGV[2], 'stock_left_before', left, 'stock_left', new_left,
-           'stock_added', added)
+           'stock_added', added, 'added', new_left - left)
 return {1, added, new_left}

@@ -1,0 +1,66 @@
+"""`create_app`: the one place that wires the backend (database, Valkey, ingester, routes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from backend import db
+from backend.http.auth import Tokens
+from backend.http.envelope import envelope, request_id
+from backend.http.routes import add_routes
+from backend.http.state import ENGINE, INGESTER, METRICS, READER, REDIS, TOKENS
+from backend.ingest import Ingester, IngestOptions
+from backend.metrics import BackendMetrics
+from gateway.settings import Settings
+from gateway.valkey.connect import connect
+
+DEFAULT_INGEST = IngestOptions()
+
+
+def create_app(
+    settings: Settings,
+    redis_url: str,
+    database_url: str,
+    ingest: IngestOptions | None = DEFAULT_INGEST,
+) -> web.Application:
+    """The backend app; `database_url` is an async SQLAlchemy URL (db.async_url).
+
+    With `ingest=None` it serves reports only (tests drive an Ingester themselves).
+    """
+    app = web.Application(middlewares=[request_id, envelope])
+    app[METRICS] = BackendMetrics()
+    app[TOKENS] = Tokens(settings)
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        engine = db.create_engine(database_url)
+        await db.migrate(engine)
+        app[ENGINE] = engine
+        sqlite = database_url.startswith("sqlite")
+        app[READER] = db.create_engine(database_url, writer=False) if sqlite else engine
+        yield
+        if app[READER] is not engine:
+            await app[READER].dispose()
+        await engine.dispose()
+
+    async def valkey(app: web.Application) -> AsyncIterator[None]:
+        app[REDIS] = connect(redis_url, settings.redis.timeout_s, max_connections=8)
+        yield
+        await app[REDIS].aclose()
+
+    async def ingester(app: web.Application) -> AsyncIterator[None]:
+        app[INGESTER] = Ingester(app[REDIS], app[ENGINE], app[METRICS], ingest or IngestOptions())
+        task = asyncio.create_task(app[INGESTER].run()) if ingest is not None else None
+        yield
+        if task is not None:
+            app[INGESTER].stop()
+            # wait_for cancels it if a commit hangs past the deadline.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 10)
+
+    app.cleanup_ctx.extend([database, valkey, ingester])
+    add_routes(app)
+    return app

@@ -1,0 +1,19 @@
+"""The app's typed state keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.http.auth import Tokens
+from backend.ingest import Ingester
+from backend.metrics import BackendMetrics
+
+ENGINE = web.AppKey("engine", AsyncEngine)  # ingest writes
+READER = web.AppKey("reader", AsyncEngine)  # reports read (the same engine on PostgreSQL)
+REDIS: web.AppKey[Any] = web.AppKey("redis")
+INGESTER = web.AppKey("ingester", Ingester)
+METRICS = web.AppKey("metrics", BackendMetrics)
+TOKENS = web.AppKey("tokens", Tokens)

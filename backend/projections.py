@@ -1,0 +1,199 @@
+"""What a batch of new events changes in the ledger's projections, computed in memory.
+
+Pure: given the events (in stream order) and the voucher lifetimes known so far, it returns
+the rows and counter deltas that backend/ledger.py writes in the batch's transaction.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from backend.events import COLUMNS, Event
+
+# A voucher's state after each event of its life (expiry is computed when read: no event).
+STATE_AFTER = {
+    "voucher.frozen": "frozen",
+    "voucher.unfrozen": "issued",
+    "voucher.revoked": "revoked",
+    "redemption.reserved": "redeeming",
+    "redemption.delivered": "redeemed",
+    "redemption.failed": "issued",
+}
+CAMPAIGN_CONFIG = ("name", "starts_ms", "voucher_ttl_s", "unit_cost", "currency")
+
+
+def vkey(campaign_id: str, masked: str, user_id: str) -> str:
+    """A voucher's ledger key: what every event of its life carries (see schema.vouchers)."""
+    return f"{campaign_id}\x1f{masked}\x1f{user_id}"
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
+@dataclass
+class Projection:
+    event_rows: list[dict[str, Any]] = field(default_factory=list)
+    counters: Counter[tuple[str, str]] = field(default_factory=Counter)
+    minutes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    campaigns: list[dict[str, Any]] = field(default_factory=list)
+    grants: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    supplier_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+def event_row(event: Event) -> dict[str, Any]:
+    """The raw-ledger row: common fields as columns, the rest as a JSON payload."""
+    row: dict[str, Any] = {name: event.get(name) for name in COLUMNS}
+    rest = {k: v for k, v in event.fields.items() if k not in COLUMNS and k != "voucher_code"}
+    row.update(
+        stream=event.stream,
+        entry_id=event.entry_id,
+        type=event.type,
+        ts=event.ts,
+        ts_ms=event.ts_ms,
+        voucher_masked=event.get("voucher_code"),
+        payload=msgspec.json.encode(rest).decode(),
+    )
+    return row
+
+
+class Projector:
+    """Folds events into a Projection; `ttl_s` maps campaign id to its voucher lifetime."""
+
+    def __init__(self, ttl_s: dict[str, int | None]) -> None:
+        self.ttl_s = ttl_s
+        self.out = Projection()
+
+    def add(self, event: Event) -> None:
+        self.out.event_rows.append(event_row(event))
+        handler = _HANDLERS.get(event.type) or _HANDLERS.get(event.type.partition(".")[0])
+        if handler is not None:
+            handler(self, event)
+
+    def count(self, event: Event, name: str, n: int = 1) -> None:
+        self.out.counters[(event.get("campaign_id") or "", name)] += n
+
+    def count_minute(self, event: Event, name: str) -> None:
+        self.out.minutes[(event.get("campaign_id") or "", event.ts[:16], name)] += 1
+
+    def by_client(self, event: Event, outcome: str) -> None:
+        client = event.get("client_id")
+        if client:
+            self.count(event, f"client:{client}:{outcome}")
+
+
+def _granted(p: Projector, e: Event) -> None:
+    p.count(e, "granted")
+    p.count_minute(e, "granted")
+    p.by_client(e, "granted")
+    campaign_id, masked, user_id = (
+        e.fields["campaign_id"],
+        e.fields["voucher_code"],
+        e.fields["user_id"],
+    )
+    ttl = p.ttl_s.get(campaign_id)
+    p.out.grants.append(
+        {
+            "vkey": vkey(campaign_id, masked, user_id),
+            "claim_id": e.fields["claim_id"],
+            "campaign_id": campaign_id,
+            "user_id": user_id,
+            "voucher_masked": masked,
+            "client_id": e.get("client_id"),
+            "device_id": e.get("device_id"),
+            "ip": e.get("ip"),
+            "granted_ms": e.ts_ms,
+            "expires_ms": None if ttl is None else e.ts_ms + ttl * 1000,
+            "state": "issued",
+            "state_order": e.order,
+        }
+    )
+
+
+def _rejected(p: Projector, e: Event) -> None:
+    p.count(e, "rejected:" + e.fields["code"])
+    p.count_minute(e, "rejected")
+    p.by_client(e, "rejected")
+
+
+def _risk_hit(p: Projector, e: Event) -> None:
+    mode = "shadow" if e.fields["decision"] == "shadow" else "enforce"
+    for rule in e.fields["rules"].split(","):
+        if rule:
+            p.count(e, f"risk:{rule}:{mode}")
+
+
+def _campaign(p: Projector, e: Event) -> None:
+    campaign_id = e.fields["campaign_id"]
+    if e.type == "campaign.created":
+        p.count(e, "stock_added", int(e.fields.get("stock") or 0))
+    elif e.type == "campaign.stock_changed":
+        p.count(e, "stock_added", int(e.fields.get("added") or 0))
+    if e.type in ("campaign.created", "campaign.updated"):
+        row: dict[str, Any] = {"campaign_id": campaign_id, "config_order": e.order}
+        for name in CAMPAIGN_CONFIG:
+            value = e.get(name)
+            row[name] = value if name in ("name", "currency") else _int(value)
+        p.out.campaigns.append(row)
+        p.ttl_s[campaign_id] = row["voucher_ttl_s"]
+
+
+def _voucher_life(p: Projector, e: Event) -> None:
+    state = STATE_AFTER.get(e.type)
+    if state is None:  # redemption.rejected: no voucher of this user's was touched
+        p.count(e, "redemption_rejected:" + e.fields["code"])
+        return
+    if e.type == "redemption.delivered":
+        p.count(e, "redeemed")
+        p.count_minute(e, "redeemed")
+        p.by_client(e, "redeemed")
+    elif e.type == "voucher.revoked":
+        p.count(e, "revoked")
+        if e.get("returned") in ("1", "true"):
+            p.count(e, "returned")
+    if e.get("supplier"):
+        _supplier_call(p, e)
+    campaign_id, masked, user_id = (
+        e.fields["campaign_id"],
+        e.fields["voucher_code"],
+        e.fields["user_id"],
+    )
+    p.out.transitions.append(
+        {
+            "vkey": vkey(campaign_id, masked, user_id),
+            "campaign_id": campaign_id,
+            "user_id": user_id,
+            "voucher_masked": masked,
+            "state": state,
+            "state_order": e.order,
+        }
+    )
+
+
+def _supplier_call(p: Projector, e: Event) -> None:
+    p.out.supplier_calls.append(
+        {
+            "stream": e.stream,
+            "entry_id": e.entry_id,
+            "supplier": e.fields["supplier"],
+            "day": e.ts[:10],
+            "outcome": e.type.partition(".")[2],
+            "latency_ms": _int(e.get("latency_ms")),
+            "failover": 1 if e.get("failover") in ("1", "true") else 0,
+        }
+    )
+
+
+_HANDLERS = {
+    "claim.granted": _granted,
+    "claim.rejected": _rejected,
+    "risk.hit": _risk_hit,
+    "campaign": _campaign,
+    "voucher": _voucher_life,
+    "redemption": _voucher_life,
+}

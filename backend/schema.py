@@ -1,0 +1,126 @@
+"""The ledger's tables (SQLAlchemy Core), one schema for SQLite and PostgreSQL.
+
+The migrations in backend/migrations create exactly these; queries use them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+# The exactly-once guard: an entry's projections apply only in the transaction that inserts
+# its (stream, entry id) here.
+ingested = Table(
+    "ingested",
+    metadata,
+    Column("stream", String(64), primary_key=True),
+    Column("entry_id", String(48), primary_key=True),
+)
+
+# The raw ledger: every well-formed event, its common fields as columns, the rest as JSON.
+events = Table(
+    "events",
+    metadata,
+    Column("stream", String(64), primary_key=True),
+    Column("entry_id", String(48), primary_key=True),
+    Column("type", String(64), nullable=False),
+    Column("ts", String(40), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("campaign_id", String(128)),
+    Column("user_id", String(128)),
+    Column("device_id", String(128)),
+    Column("ip", String(64)),
+    Column("client_id", String(128)),
+    Column("request_id", String(128)),
+    Column("claim_id", String(64)),
+    Column("voucher_masked", String(16)),
+    Column("code", String(64)),
+    Column("actor", String(128)),
+    Column("actor_ip", String(64)),
+    Column("payload", Text, nullable=False),
+)
+Index("events_campaign_ts", events.c.campaign_id, events.c.ts_ms)
+Index("events_user_ts", events.c.user_id, events.c.ts_ms)
+Index("events_actor_ts", events.c.actor, events.c.ts_ms)
+Index("events_claim", events.c.claim_id)
+Index("events_voucher", events.c.campaign_id, events.c.voucher_masked)
+Index("events_type_campaign_ts", events.c.type, events.c.campaign_id, events.c.ts_ms)
+
+# One row per voucher, keyed by campaign + masked code + owner (`vkey`): every event of a
+# voucher carries those three, while only its grant carries the claim id (the code's digest).
+# `state_order` (the stream entry id as a number) lets a later event win whatever order two
+# ingesters commit in.
+vouchers = Table(
+    "vouchers",
+    metadata,
+    Column("vkey", String(300), primary_key=True),
+    Column("claim_id", String(64)),
+    Column("campaign_id", String(128), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("voucher_masked", String(16), nullable=False),
+    Column("client_id", String(128)),
+    Column("device_id", String(128)),
+    Column("ip", String(64)),
+    Column("granted_ms", BigInteger),
+    Column("expires_ms", BigInteger),
+    Column("state", String(16), nullable=False),
+    Column("state_order", BigInteger, nullable=False),
+)
+Index("vouchers_claim", vouchers.c.claim_id, unique=True)
+Index("vouchers_wallet", vouchers.c.user_id, vouchers.c.client_id, vouchers.c.granted_ms)
+Index("vouchers_campaign_state", vouchers.c.campaign_id, vouchers.c.state)
+
+# A campaign's configuration as its last campaign.created/updated event gave it.
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("campaign_id", String(128), primary_key=True),
+    Column("name", String(256)),
+    Column("starts_ms", BigInteger),
+    Column("voucher_ttl_s", BigInteger),
+    Column("unit_cost", BigInteger),
+    Column("currency", String(8)),
+    Column("config_order", BigInteger, nullable=False),
+)
+
+# Additive counters (granted, rejected:<code>, risk:<rule>:<mode>, client:<id>:granted, ...):
+# sums commute, so any commit order of any number of ingesters gives the same totals.
+counters = Table(
+    "counters",
+    metadata,
+    Column("campaign_id", String(128), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
+minute_counts = Table(
+    "minute_counts",
+    metadata,
+    Column("campaign_id", String(128), primary_key=True),
+    Column("minute", String(16), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
+supplier_calls = Table(
+    "supplier_calls",
+    metadata,
+    Column("stream", String(64), primary_key=True),
+    Column("entry_id", String(48), primary_key=True),
+    Column("supplier", String(128), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("latency_ms", Integer),
+    Column("failover", Integer, nullable=False),
+)
+Index("supplier_calls_day", supplier_calls.c.day, supplier_calls.c.supplier)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("stream", String(64), primary_key=True),
+    Column("entry_id", String(48), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("raw", Text, nullable=False),
+)
