@@ -47,7 +47,12 @@ MAY_IMPORT: dict[str, set[str]] = {
     "risk": set(),
     "supplier_pool": set(),
     "loadtests": set(),
-    "backend": {"gateway.settings", "gateway.codes", "gateway.valkey.keys", "gateway.valkey.connect"},
+    "backend": {
+        "gateway.settings",
+        "gateway.codes",
+        "gateway.valkey.keys",
+        "gateway.valkey.connect",
+    },
 }
 
 # (importing room, imported module) -> why the arrow is there

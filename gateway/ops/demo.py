@@ -89,17 +89,22 @@ def _campaigns() -> dict[str, dict[str, object]]:
     }
 
 
-def _set_up(settings: Settings) -> None:
+def _set_up(settings: Settings, config: str, children: list[subprocess.Popen[bytes]]) -> None:
     public = f"http://127.0.0.1:{settings.server.port}"
     admin = f"http://127.0.0.1:{settings.server.admin_port}"
     if not _wait_ready(public):
         print("demo: the gateway did not become ready", file=sys.stderr)
         return
+    # The admin backend reads the embedded Valkey the gateway started: only now is it there.
+    children.append(
+        subprocess.Popen([sys.executable, "-m", "gateway", "backend", "--config", config])
+    )
     token = settings.admin.token
     for campaign_id, body in _campaigns().items():
         _request("PUT", f"{admin}/admin/campaigns/{campaign_id}", token, body)
     cards = [{"card_no": f"GC-{i:04d}", "secret": secrets.token_hex(6)} for i in range(50)]
     _request("POST", f"{admin}/admin/campaigns/demo-cards/card-secrets", token, {"cards": cards})
+    _wait_ready(f"http://127.0.0.1:{settings.backend.port}")
     _print_examples(settings, public, admin)
 
 
@@ -129,6 +134,7 @@ def _print_examples(settings: Settings, public: str, admin: str) -> None:
     user = f"demo-user-{secrets.token_hex(3)}"
     key = secrets.token_hex(8)
     auth = f"-H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json'"
+    ledger = f"http://127.0.0.1:{settings.backend.port}"
     sale, topup, cards, link = (
         _claim_and_redeem(public, auth, "demo-flash-sale", f"{key}-sale", user),
         _claim_and_redeem(
@@ -172,6 +178,12 @@ curl -s -H 'Authorization: Bearer {settings.admin.token}' \\
 curl -s {public}/metrics | grep gateway_claims_total
 .venv/bin/gateway events tail --config config/demo.toml --from-start --no-follow
 
+# 7. The ledger (the admin backend, {ledger}): the flash sale's funnel, and the last
+#    voucher's whole life (granted, redeemed), by its code
+curl -s -H 'Authorization: Bearer {settings.admin.token}' \\
+  {ledger}/reports/campaigns/demo-flash-sale
+curl -s -H 'Authorization: Bearer {settings.admin.token}' "{ledger}/audit?voucher=$CODE"
+
 # make loadtest runs on a campaign of its own; the demo's campaigns stay as they are.
 """,
         flush=True,
@@ -205,9 +217,11 @@ def run_demo(config: str, workers: int | None = None) -> int:
             orjson.dumps({s: {"link_skus": [LINK_SKU]} for s in ("alpha", "beta")}).decode(),
         ],
     )
+    children: list[subprocess.Popen[bytes]] = [sim]
     try:
-        threading.Thread(target=_set_up, args=(settings,), daemon=True).start()
+        threading.Thread(target=_set_up, args=(settings, config, children), daemon=True).start()
         return Master(settings, workers=workers, host=host).run()
     finally:
-        sim.terminate()
-        sim.wait(5)
+        for child in reversed(children):
+            child.terminate()
+            child.wait(10)
