@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check lint typecheck fuzz bench loadtest preflight clean
+.PHONY: install run test check lint typecheck fuzz bench loadtest preflight chaos clean
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ preflight: install
 
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The chaos suite at full scale (about 5 minutes, bounded by each scenario's own limits);
+# prints the table and writes chaos/last.json. The scaled-down subset runs in `make test`.
+chaos: install
+	timeout 900 $(BIN)/python -m chaos.run $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

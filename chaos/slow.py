@@ -2,7 +2,7 @@
 honest clients' measurements: `python -m chaos.slow PORT CONNECTIONS SECONDS`.
 
 Half the connections trickle a claim's request head, half send the head and trickle the body,
-one byte every half second; a connection the gateway closes is opened again at once, so
+one byte a second; a connection the gateway closes is opened again at once, so
 CONNECTIONS stay open for SECONDS. Prints `opened N` once all are open and `held N` at the end.
 """
 
@@ -39,7 +39,7 @@ async def hold(port: int, n: int, until: float, held: list[int], full: asyncio.E
                 for byte in trickled:
                     if time.monotonic() >= until:
                         break
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(1.0)
                     writer.write(bytes([byte]))
                     await writer.drain()
             except OSError:
