@@ -61,8 +61,10 @@ def duplicate_grants(history: History) -> int:
 
 
 def oversell(history: History, stats: dict[str, Any]) -> int:
-    """Units granted beyond the stock ever added, by the gateway's count and by ours."""
-    seen = len({op.value for op in history.of("claim", "ok")})
+    """Units of `stats`'s campaign granted beyond the stock ever added, by the gateway's count
+    and by the distinct vouchers we were given."""
+    campaign = stats["campaign_id"]
+    seen = len({op.value for op in history.of("claim", "ok") if op.campaign == campaign})
     added = int(stats["stock_added"])
     return max(0, int(stats["granted"]) - added, seen - added)
 
@@ -115,6 +117,12 @@ def recovery_s(history: History, fault_ended: float, kind: str = "claim") -> flo
     after it (inf: none)."""
     ends = [op.started + op.took for op in history.of(kind, "ok") if op.started >= fault_ended]
     return min(ends) - fault_ended if ends else float("inf")
+
+
+def hidden_grants(history: History) -> int:
+    """Keys first answered `unknown` whose retry replayed a grant: the unknown had granted."""
+    unknown = {op.key for op in history.of("claim", "unknown")}
+    return sum(1 for op in history.of("claim", "ok") if op.replayed and op.key in unknown)
 
 
 def quantile(values: list[float], q: float) -> float:

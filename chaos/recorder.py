@@ -45,6 +45,8 @@ class Op:
     value: str = ""  # voucher code (claim) or redemption id (redeem)
     state: str = ""  # redemption status: delivered | pending | failed
     outcome_unknown_header: bool = False
+    replayed: bool = False  # Idempotent-Replayed: the first decision, answered again
+    campaign: str = ""
 
 
 @dataclass
@@ -97,13 +99,15 @@ class Recorder:
         user = str(body["user_id"])
         headers = {**PUBLIC, "Idempotency-Key": key, "X-Forwarded-For": ip_of(user)}
         started = time.monotonic()
-        op = Op(kind, key, user, started, 0.0, "unknown")
+        campaign = path.split("/")[3] if kind == "claim" else ""
+        op = Op(kind, key, user, started, 0.0, "unknown", campaign=campaign)
         try:
             async with self.session.post(self.public + path, json=body, headers=headers) as r:
                 answer = await r.json(content_type=None)
                 op.status = r.status
                 op.outcome, op.code = classify(r.status, answer, r.headers)
                 op.outcome_unknown_header = r.headers.get("Outcome-Unknown") == "true"
+                op.replayed = r.headers.get("Idempotent-Replayed") == "true"
         except TimeoutError:
             op.code = "timeout"
         except (aiohttp.ClientError, ValueError):
@@ -139,9 +143,12 @@ class Recorder:
 
 @dataclass
 class Load:
-    """Steady load: `clients` loops, each claiming for fresh users and redeeming a share."""
+    """Steady load: `clients` loops, each claiming for fresh users and redeeming a share;
+    `scarce_share` of the claims go to `scarce`, a campaign meant to sell out mid-fault."""
 
     campaign: str
+    scarce: str = ""
+    scarce_share: float = 0.2
     clients: int = 16
     redeem_share: float = 0.5
     pause_s: float = 0.01
@@ -159,7 +166,8 @@ async def steady_load(
         while not stop.is_set() and len(recorder.history.ops) < load.max_requests:
             user = f"c{n}-{i}-{uuid.uuid4().hex[:6]}"
             i += 1
-            op = await recorder.claim(load.campaign, user)
+            scarce = load.scarce and rng.random() < load.scarce_share
+            op = await recorder.claim(load.scarce if scarce else load.campaign, user)
             if on_op:
                 on_op(op)
             if op.outcome == "ok" and rng.random() < load.redeem_share and not stop.is_set():

@@ -28,6 +28,7 @@ from chaos.checker import Check, at_least, at_most, measured, zero
 from chaos.recorder import (
     PUBLIC,
     RECHARGE,
+    History,
     Load,
     Recorder,
     admin,
@@ -44,6 +45,7 @@ class Scale:
     """Sizes of a run: `FULL` for `make chaos`, `QUICK` for the subset in `make test`."""
 
     clients: int
+    scarce_stock: int  # a campaign that sells out while the fault is on
     warm_s: float
     valkey_kills: int
     down_s: float
@@ -58,6 +60,7 @@ class Scale:
 
 FULL = Scale(
     clients=24,
+    scarce_stock=200,
     warm_s=2.0,
     valkey_kills=3,
     down_s=1.0,
@@ -71,6 +74,7 @@ FULL = Scale(
 )
 QUICK = Scale(
     clients=8,
+    scarce_stock=40,
     warm_s=1.0,
     valkey_kills=1,
     down_s=0.5,
@@ -132,6 +136,21 @@ async def loaded(recorder: Recorder, load: Load) -> tuple[asyncio.Event, asyncio
     return stop, asyncio.create_task(steady_load(recorder, load, stop))
 
 
+async def scarce_campaign(admin_base: str, scale: Scale) -> None:
+    await put_campaign(admin_base, "scarce", scale.scarce_stock)
+
+
+async def oversold(
+    admin_base: str, history: History, campaigns: list[str]
+) -> tuple[int, dict[str, Any]]:
+    """Units oversold over `campaigns`, and the scarce campaign's stats (last of the list)."""
+    total, last = 0, {}
+    for campaign in campaigns:
+        last = await stats(admin_base, campaign)
+        total += checker.oversell(history, last)
+    return total, last
+
+
 async def lost_on_probe(public: str, recorder: Recorder) -> tuple[int, int]:
     async with Recorder(public) as probe:
         return await checker.probe_vouchers(probe, recorder.history)
@@ -147,9 +166,10 @@ async def valkey_kill(work: Path, scale: Scale, mode: str) -> Result:
         serving(work / "gw", f"redis://127.0.0.1:{vk.port}/0", config) as gw,
     ):
         await put_campaign(gw.admin, "kill", stock=1_000_000)
+        await scarce_campaign(gw.admin, scale)
         recoveries, restarts = [], []
         async with Recorder(gw.public) as recorder:
-            stop, load = await loaded(recorder, Load("kill", clients=scale.clients))
+            stop, load = await loaded(recorder, Load("kill", "scarce", clients=scale.clients))
             for _ in range(scale.valkey_kills):
                 await asyncio.sleep(scale.warm_s)
                 vk.terminate()  # SIGKILL, claims in flight
@@ -162,6 +182,7 @@ async def valkey_kill(work: Path, scale: Scale, mode: str) -> Result:
             stop.set()
             await load
             after = await stats(gw.admin, "kill")
+            over, scarce = await oversold(gw.admin, recorder.history, ["kill", "scarce"])
             lost, lost_redemptions = await lost_on_probe(gw.public, recorder)
     history = recorder.history
     figures = {
@@ -170,11 +191,13 @@ async def valkey_kill(work: Path, scale: Scale, mode: str) -> Result:
         "acked_grants_lost": lost,
         "acked_redemptions_lost": lost_redemptions,
         "granted_by_stats": after["granted"],
+        "scarce_granted_of_stock": f"{scarce['granted']}/{scarce['stock_added']}",
+        "hidden_grants_found_by_retry": checker.hidden_grants(history),
         "recovery_s_max": round(max(recoveries), 3),
         "outcomes": checker.tally(history),
     }
     checks = [
-        zero("oversell", checker.oversell(history, after)),
+        zero("oversell", over),
         zero("duplicate_grants", checker.duplicate_grants(history)),
         zero("internal_errors", internal_errors(recorder)),
         at_most("recovery_s", max(recoveries), 10.0),
@@ -201,9 +224,10 @@ async def valkey_freeze(work: Path, scale: Scale, mode: str) -> Result:
         serving(work / "gw", f"redis://127.0.0.1:{vk.port}/0", config) as gw,
     ):
         await put_campaign(gw.admin, "freeze", stock=1_000_000)
+        await scarce_campaign(gw.admin, scale)
         pid = valkey_pid(vk.port)
         async with Recorder(gw.public) as recorder:
-            stop, load = await loaded(recorder, Load("freeze", clients=scale.clients))
+            stop, load = await loaded(recorder, Load("freeze", "scarce", clients=scale.clients))
             await asyncio.sleep(scale.warm_s)
             os.kill(pid, signal.SIGSTOP)
             frozen = time.monotonic()
@@ -215,7 +239,7 @@ async def valkey_freeze(work: Path, scale: Scale, mode: str) -> Result:
             await asyncio.sleep(2.5)
             stop.set()
             await load
-            after = await stats(gw.admin, "freeze")
+            over, scarce = await oversold(gw.admin, recorder.history, ["freeze", "scarce"])
             lost, lost_redemptions = await lost_on_probe(gw.public, recorder)
     history = recorder.history
     # Requests sent while Valkey was frozen and answered before it thawed.
@@ -238,6 +262,8 @@ async def valkey_freeze(work: Path, scale: Scale, mode: str) -> Result:
         "acked_grants_lost": lost,
         "acked_redemptions_lost": lost_redemptions,
         "recovery_s": round(recovery, 3),
+        "scarce_granted_of_stock": f"{scarce['granted']}/{scarce['stock_added']}",
+        "hidden_grants_found_by_retry": checker.hidden_grants(history),
         "outcomes": checker.tally(history),
     }
     bound = config.timeout_s + 0.1
@@ -247,7 +273,7 @@ async def valkey_freeze(work: Path, scale: Scale, mode: str) -> Result:
         at_most("503_p99_s", checker.quantile(took, 0.99), bound + 0.2),
         zero("answers_during_freeze_not_503", len(during) - len(unavailable)),
         zero("duplicate_grants", checker.duplicate_grants(history)),
-        zero("oversell", checker.oversell(history, after)),
+        zero("oversell", over),
         zero("acked_grants_lost", lost),
         at_most("recovery_s", recovery, 2.0),
     ]
@@ -300,10 +326,11 @@ async def worker_storm(work: Path, scale: Scale, mode: str) -> Result:
             serving(work / "gw", f"redis://127.0.0.1:{vk.port}/0", config) as gw,
         ):
             await put_campaign(gw.admin, "storm", 1_000_000, RECHARGE)
+            await scarce_campaign(gw.admin, scale)
             rng = random.Random(3)
             replaced_s: list[float] = []
             async with Recorder(gw.public, retry_for_s=60.0) as recorder:
-                load = Load("storm", clients=scale.clients, redeem_share=1.0)
+                load = Load("storm", "scarce", clients=scale.clients, redeem_share=1.0)
                 stop, task = await loaded(recorder, load)
                 await asyncio.sleep(scale.warm_s)
                 for _ in range(scale.worker_kills):
@@ -324,6 +351,7 @@ async def worker_storm(work: Path, scale: Scale, mode: str) -> Result:
                 workers = len(gw.workers())
                 vouchers, delivered, stuck = await settle_redemptions(recorder)
                 orders = await sim(sim_base, "GET", "/_sim/orders")
+                over, scarce = await oversold(gw.admin, recorder.history, ["storm", "scarce"])
                 alive = gw.process.poll() is None
     history = recorder.history
     refused_connections = sum(op.code == "connection" for op in history.ops[:storm_ops])
@@ -335,10 +363,12 @@ async def worker_storm(work: Path, scale: Scale, mode: str) -> Result:
         "replacement_s_max": round(max(replaced_s), 3),
         "vouchers_redeemed": vouchers,
         "delivered": delivered,
+        "scarce_granted_of_stock": f"{scarce['granted']}/{scarce['stock_added']}",
         "outcomes": checker.tally(history),
     }
     checks = [
         zero("duplicate_grants", checker.duplicate_grants(history)),
+        zero("oversell", over),
         zero("stuck_reservations_after_sweep", stuck),
         zero("double_deliveries", checker.double_deliveries(orders)),
         Check(

@@ -8,8 +8,8 @@ from chaos import checker
 from chaos.recorder import History, Op, classify
 
 
-def grant(key: str, user: str, code: str, started: float = 0.0) -> Op:
-    return Op("claim", key, user, started, 0.01, "ok", 201, value=code)
+def grant(key: str, user: str, code: str, started: float = 0.0, campaign: str = "c") -> Op:
+    return Op("claim", key, user, started, 0.01, "ok", 201, value=code, campaign=campaign)
 
 
 def test_two_vouchers_for_one_key_or_one_user_are_duplicates() -> None:
@@ -23,9 +23,19 @@ def test_two_vouchers_for_one_key_or_one_user_are_duplicates() -> None:
 
 def test_oversell_counts_by_the_gateway_and_by_distinct_vouchers_seen() -> None:
     history = History([grant(f"k{i}", f"u{i}", f"C{i}") for i in range(3)])
-    assert checker.oversell(history, {"stock_added": 3, "granted": 3}) == 0
-    assert checker.oversell(history, {"stock_added": 3, "granted": 5}) == 2
-    assert checker.oversell(history, {"stock_added": 2, "granted": 2}) == 1
+    history.ops.append(grant("k9", "u9", "X", campaign="other"))
+    assert checker.oversell(history, {"campaign_id": "c", "stock_added": 3, "granted": 3}) == 0
+    assert checker.oversell(history, {"campaign_id": "c", "stock_added": 3, "granted": 5}) == 2
+    assert checker.oversell(history, {"campaign_id": "c", "stock_added": 2, "granted": 2}) == 1
+
+
+def test_a_grant_replayed_to_a_key_first_answered_unknown_was_hidden_by_the_unknown() -> None:
+    unknown = Op("claim", "k1", "u1", 0.0, 0.5, "unknown", 503, code="unavailable")
+    replayed = grant("k1", "u1", "A")
+    replayed.replayed = True
+    fresh = grant("k2", "u2", "B")
+    assert checker.hidden_grants(History([unknown, replayed, fresh])) == 1
+    assert checker.hidden_grants(History([unknown, grant("k1", "u1", "A")])) == 0
 
 
 def test_a_second_successful_order_for_a_redemption_or_voucher_is_a_double_delivery() -> None:
