@@ -190,7 +190,7 @@ async def valkey_kill(work: Path, scale: Scale, mode: str) -> Result:
         "acked_grants": len(checker.acked(history)),
         "acked_grants_lost": lost,
         "acked_redemptions_lost": lost_redemptions,
-        "granted_by_stats": after["granted"],
+        "granted_by_stats_kill_campaign": after["granted"],
         "scarce_granted_of_stock": f"{scarce['granted']}/{scarce['stock_added']}",
         "hidden_grants_found_by_retry": checker.hidden_grants(history),
         "recovery_s_max": round(max(recoveries), 3),
@@ -438,11 +438,12 @@ async def supplier_storm(work: Path, scale: Scale, mode: str) -> Result:
                     await sim(sim_base, "PUT", "/_sim/suppliers/alpha", {**HEALTHY, **knobs})
                     await asyncio.sleep(scale.supplier_phase_s)
                 await flap(sim_base, time.monotonic() + scale.supplier_phase_s)
-                # A dead supplier: count the calls it gets until its breaker opens.
+                # A dead supplier: every call counted from here reached it dead; the breaker,
+                # maybe left open by the flapping, starts closed again.
+                await sim(sim_base, "PUT", "/_sim/suppliers/alpha", {"down": True})
+                await sim(sim_base, "DELETE", "/_sim/stats")
                 async with aiohttp.ClientSession() as session:
                     await admin(session, gw.admin, "POST", "/admin/suppliers/alpha/reset")
-                await sim(sim_base, "DELETE", "/_sim/stats")
-                await sim(sim_base, "PUT", "/_sim/suppliers/alpha", {"down": True})
                 to_open = await seconds_until_open(gw.admin)
                 # Still inside the breaker's open time: every call alpha got came before it
                 # opened, from either worker.
