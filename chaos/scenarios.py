@@ -136,8 +136,8 @@ async def loaded(recorder: Recorder, load: Load) -> tuple[asyncio.Event, asyncio
     return stop, asyncio.create_task(steady_load(recorder, load, stop))
 
 
-async def scarce_campaign(admin_base: str, scale: Scale) -> None:
-    await put_campaign(admin_base, "scarce", scale.scarce_stock)
+async def scarce_campaign(admin_base: str, stock: int) -> None:
+    await put_campaign(admin_base, "scarce", stock)
 
 
 async def oversold(
@@ -166,7 +166,7 @@ async def valkey_kill(work: Path, scale: Scale, mode: str) -> Result:
         serving(work / "gw", f"redis://127.0.0.1:{vk.port}/0", config) as gw,
     ):
         await put_campaign(gw.admin, "kill", stock=1_000_000)
-        await scarce_campaign(gw.admin, scale)
+        await scarce_campaign(gw.admin, scale.scarce_stock)
         recoveries, restarts = [], []
         async with Recorder(gw.public) as recorder:
             stop, load = await loaded(recorder, Load("kill", "scarce", clients=scale.clients))
@@ -224,7 +224,7 @@ async def valkey_freeze(work: Path, scale: Scale, mode: str) -> Result:
         serving(work / "gw", f"redis://127.0.0.1:{vk.port}/0", config) as gw,
     ):
         await put_campaign(gw.admin, "freeze", stock=1_000_000)
-        await scarce_campaign(gw.admin, scale)
+        await scarce_campaign(gw.admin, scale.scarce_stock)
         pid = valkey_pid(vk.port)
         async with Recorder(gw.public) as recorder:
             stop, load = await loaded(recorder, Load("freeze", "scarce", clients=scale.clients))
@@ -326,11 +326,11 @@ async def worker_storm(work: Path, scale: Scale, mode: str) -> Result:
             serving(work / "gw", f"redis://127.0.0.1:{vk.port}/0", config) as gw,
         ):
             await put_campaign(gw.admin, "storm", 1_000_000, RECHARGE)
-            await scarce_campaign(gw.admin, scale)
+            await scarce_campaign(gw.admin, scale.scarce_stock // 2)  # fewer claims get through
             rng = random.Random(3)
             replaced_s: list[float] = []
             async with Recorder(gw.public, retry_for_s=60.0) as recorder:
-                load = Load("storm", "scarce", clients=scale.clients, redeem_share=1.0)
+                load = Load("storm", "scarce", 0.5, clients=scale.clients, redeem_share=1.0)
                 stop, task = await loaded(recorder, load)
                 await asyncio.sleep(scale.warm_s)
                 for _ in range(scale.worker_kills):
