@@ -86,7 +86,7 @@ async def probe_vouchers(recorder: Recorder, history: History) -> tuple[int, int
 
     A lost grant answers 404 `voucher_not_found`; a lost redemption redeems again (200).
     """
-    redeemed_codes = {op.user for op in history.of("redeem", "ok") if op.state == "delivered"}
+    redeemed_users = {op.user for op in history.of("redeem", "ok") if op.state == "delivered"}
     owners = acked(history)
     gate = asyncio.Semaphore(32)
 
@@ -94,7 +94,7 @@ async def probe_vouchers(recorder: Recorder, history: History) -> tuple[int, int
         async with gate:
             op = await recorder.redeem(code, user)
         lost_grant = op.outcome == "refused" and op.code == "voucher_not_found"
-        lost_redemption = user in redeemed_codes and op.outcome == "ok"
+        lost_redemption = user in redeemed_users and op.outcome == "ok"
         return lost_grant, lost_redemption
 
     results = await asyncio.gather(*(one(c, u) for c, u in owners.items()))
