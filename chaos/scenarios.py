@@ -56,6 +56,9 @@ class Scale:
     slow_s: float
     guesses: int
     timing_samples: int
+    # A p99 needs thousands of samples and a quiet machine; the subset's few hundred on shared
+    # cores cannot estimate it, so there the ratio is reported, not judged.
+    judge_p99: bool = True
 
 
 FULL = Scale(
@@ -85,6 +88,7 @@ QUICK = Scale(
     slow_s=3.0,
     guesses=600,
     timing_samples=300,
+    judge_p99=False,
 )
 
 
@@ -539,7 +543,9 @@ async def slow_connections(work: Path, scale: Scale, mode: str) -> Result:
     checks = [
         at_least("slow_connections_opened", opened, scale.slow_connections),
         at_least("honest_success_pct", checker.success_rate(ops), 99.9),
-        at_most("p99_ratio", p99_attacked / p99_normal, 3.0),
+        at_most("p99_ratio", p99_attacked / p99_normal, 3.0)
+        if scale.judge_p99
+        else measured("p99_ratio", p99_attacked / p99_normal),
     ]
     return verdict("slow_connections", mode, checks, figures)
 
