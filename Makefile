@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install postgres run test check lint typecheck fuzz bench loadtest preflight clean
+.PHONY: install postgres run test check lint typecheck fuzz bench loadtest preflight chaos clean
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ preflight: install
 
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The chaos suite at full scale, each scenario bounded and the whole stopped after 10 minutes;
+# prints the table and writes chaos/last.json. The scaled-down subset runs in `make test`.
+chaos: install
+	timeout 600 $(BIN)/python -m chaos.run $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -4,7 +4,7 @@
 
 The shared modules (telemetry, records, errors, ...) are importable by every room and import
 only each other, valkey and the leaf packages. The leaves (ratelimit, risk, supplier_pool,
-loadtests) import nothing of ours. The backend reads the gateway's settings, key table and
+loadtests, chaos) import nothing of ours. The backend reads the gateway's settings, key table and
 code digests, and the gateway never imports it. Any other arrow is a named waiver below.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("gateway", "ratelimit", "risk", "supplier_pool", "loadtests", "backend")
+PACKAGES = ("gateway", "ratelimit", "risk", "supplier_pool", "loadtests", "backend", "chaos")
 
 SHARED = {
     "gateway.telemetry",
@@ -47,6 +47,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "risk": set(),
     "supplier_pool": set(),
     "loadtests": set(),
+    # The chaos suite drives the gateway as a black box: subprocesses, HTTP, Valkey's protocol.
+    "chaos": set(),
     "backend": {
         "gateway.settings",
         "gateway.codes",
