@@ -26,9 +26,14 @@ STATE_AFTER = {
 CAMPAIGN_CONFIG = ("name", "starts_ms", "voucher_ttl_s", "unit_cost", "currency")
 
 
-def vkey(campaign_id: str, masked: str, user_id: str) -> str:
-    """A voucher's ledger key: what every event of its life carries (see schema.vouchers)."""
-    return f"{campaign_id}\x1f{masked}\x1f{user_id}"
+def vkey(e: Event) -> str:
+    """A voucher's ledger key: its `claim_id` (the code's digest), which every event of its
+    life carries; events written before they all did are matched by campaign, masked code and
+    owner (see schema.vouchers)."""
+    claim_id = e.get("claim_id")
+    if claim_id:
+        return claim_id
+    return f"{e.fields['campaign_id']}\x1f{e.fields['voucher_code']}\x1f{e.fields['user_id']}"
 
 
 def _int(value: str | None) -> int | None:
@@ -99,7 +104,7 @@ def _granted(p: Projector, e: Event) -> None:
     ttl = p.ttl_s.get(campaign_id)
     p.out.grants.append(
         {
-            "vkey": vkey(campaign_id, masked, user_id),
+            "vkey": vkey(e),
             "claim_id": e.fields["claim_id"],
             "campaign_id": campaign_id,
             "user_id": user_id,
@@ -165,7 +170,7 @@ def _voucher_life(p: Projector, e: Event) -> None:
     )
     p.out.transitions.append(
         {
-            "vkey": vkey(campaign_id, masked, user_id),
+            "vkey": vkey(e),
             "campaign_id": campaign_id,
             "user_id": user_id,
             "voucher_masked": masked,

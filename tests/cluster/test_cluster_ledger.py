@@ -3,50 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio.cluster import RedisCluster
 
 from backend import db
 from backend.reports import campaign_report
 from gateway.valkey import keys
 from gateway.valkey.connect import connect
 from tests.backend.conftest import ingester
-from tests.cluster import LocalCluster, cluster_url, valkey_cluster  # noqa: F401
-from tests.gateway.conftest import Gateway, start_gateway
-from tests.gateway.test_cluster import campaign_ids_one_per_primary
+from tests.cluster.test_cluster_gateway import campaign_ids_one_per_primary
+from tests.gateway.conftest import Gateway
+from tests.support.cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture
-async def cluster_gateway(
-    valkey_cluster: LocalCluster,  # noqa: F811
-    cluster_url: str,  # noqa: F811
-) -> AsyncIterator[Gateway]:
-    client = RedisCluster(host="127.0.0.1", port=valkey_cluster.nodes[0].port)
-    valkey_cluster.flushall()
-    try:
-        async for gw in start_gateway(cluster_url):
-            gw.redis = client
-            yield gw
-    finally:
-        await client.aclose()
-
-
 async def test_ingest_on_a_cluster_counts_every_primarys_campaign_exactly(
-    cluster_gateway: Gateway,
-    valkey_cluster: LocalCluster,  # noqa: F811
+    gateway: Gateway,
+    valkey_cluster: LocalCluster,
     tmp_path: Path,
 ) -> None:
     ids = campaign_ids_one_per_primary(valkey_cluster, "ledger")
     for campaign_id in ids:
-        await cluster_gateway.put_campaign(campaign_id, stock=30)
+        await gateway.put_campaign(campaign_id, stock=30)
         users = [f"u{i % 40}" for i in range(60)]
-        await asyncio.gather(*[cluster_gateway.claim(campaign_id, user_id=u) for u in users])
+        await asyncio.gather(*[gateway.claim(campaign_id, user_id=u) for u in users])
     engine = db.create_engine(db.async_url(f"sqlite:///{tmp_path / 'l.db'}", tmp_path))
     await db.migrate(engine)
     redis: Any = connect(valkey_cluster.url, 2.0)
@@ -54,7 +37,7 @@ async def test_ingest_on_a_cluster_counts_every_primarys_campaign_exactly(
         await ingester(redis, engine).catch_up()
         for campaign_id in ids:
             report = await campaign_report(engine, campaign_id)
-            stats = await cluster_gateway.stats(campaign_id)
+            stats = await gateway.stats(campaign_id)
             assert report is not None
             assert report["funnel"]["granted"] == stats["granted"] == 30
             assert report["rejected"] == stats["rejected"]
