@@ -1,7 +1,7 @@
 """The gateway's Lua scripts, as the functions of one Valkey function library.
 
 Library chunks (`ratelimit/sliding_window.lua`, `ratelimit/field_window.lua`,
-`risk/velocity.lua`) only define local functions. The library is those chunks once, then each
+`ratelimit/coarse_window.lua`, `risk/velocity.lua`) only define local functions. The library is those chunks once, then each
 script: the constants its caller wrote from the configuration (if any) and its body, as a
 function registered under the script's name and the library's digest. A call is one FCALL.
 A script that defines `local function call(keys, argv)` at its top level is a chunk instead:
@@ -46,6 +46,7 @@ SCRIPT_ROOMS = {
 LIBRARIES = (
     ("ratelimit", "sliding_window.lua"),
     ("ratelimit", "field_window.lua"),
+    ("ratelimit", "coarse_window.lua"),
     ("risk", "velocity.lua"),
 )
 

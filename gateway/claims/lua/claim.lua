@@ -17,10 +17,12 @@
 local SEP = '\31'
 local VOUCHER_KEEP_MS = 2592000000 -- a voucher is kept 30 days past its expiry
 local REFUSAL_KEEP_MS = IDEMPOTENCY_TTL_S * 1000
--- LIMITS, flat (limit, window ms, log: a list-log number, 'u' or 'd'), by limit index.
-local LIMIT_COUNT, LIMIT, WINDOW, LOG = #LIMITS / 3, {}, {}, {}
+-- LIMITS, flat (limit, window ms, log: a list-log number, 'u' or 'd'; group: hits per log
+-- entry), by limit index. COARSE: a list log's group when above 1 (a coarse window), else false.
+local LIMIT_COUNT, LIMIT, WINDOW, LOG, COARSE = #LIMITS / 4, {}, {}, {}, {}
 for i = 1, LIMIT_COUNT do
-  LIMIT[i], WINDOW[i], LOG[i] = LIMITS[3 * i - 2], LIMITS[3 * i - 1], LIMITS[3 * i]
+  LIMIT[i], WINDOW[i], LOG[i] = LIMITS[4 * i - 3], LIMITS[4 * i - 2], LIMITS[4 * i - 1]
+  COARSE[i] = LIMITS[4 * i] > 1 and LIMITS[4 * i]
 end
 local HEAD_KEYS, HEAD_ARGS = 3, 6
 -- Offsets in a claim's keys, its arguments and a rule's arguments (gateway/claims/layout.py).
@@ -59,6 +61,22 @@ local function reject(a, outcome, code, x, y, fired)
   return outcome, x, y, fired
 end
 
+-- The list logs of the limits before limit i give back the hit they just took.
+local function unadmit(k, i)
+  for j = 1, i - 1 do
+    local log = LOG[j]
+    if type(log) == 'number' then
+      local key = KEYS[k + VOUCHER + log]
+      if COARSE[j] then
+        cw_unadmit(key, COARSE[j])
+      else
+        sw_unadmit(key)
+        newest_hit[key] = nil -- the hit it knew is gone: read again
+      end
+    end
+  end
+end
+
 -- The limits admit the hit in turn; when one refuses, the list logs before it give the hit
 -- back, so a refused claim is recorded in none: nil, or that limit's index and retry after.
 -- A field log is only checked here: the hit goes in with the field's write.
@@ -70,18 +88,15 @@ local function admit(k, user_hits, device_hits)
       retry = fw_check(user_hits, limit, window, now_ms)
     elseif log == 'd' then
       retry = fw_check(device_hits, limit, window, now_ms)
+    elseif COARSE[i] then
+      local _
+      _, retry = cw_admit(KEYS[k + VOUCHER + log], limit, window, now_ms, COARSE[i])
     else
       local key, _ = KEYS[k + VOUCHER + log]
       _, retry, newest_hit[key] = sw_admit(key, limit, window, now_ms, newest_hit[key])
     end
     if retry > 0 then
-      for j = 1, i - 1 do
-        local earlier = LOG[j]
-        if type(earlier) == 'number' then
-          sw_unadmit(KEYS[k + VOUCHER + earlier])
-          newest_hit[KEYS[k + VOUCHER + earlier]] = nil -- the hit it knew is gone: read again
-        end
-      end
+      unadmit(k, i)
       return i, retry
     end
   end
