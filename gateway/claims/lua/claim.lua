@@ -168,12 +168,14 @@ local function allow(user_field, user_grants, user_hits, device_field, device_gr
 end
 
 -- Granted. The voucher: state, expiry, campaign, owner, and the fingerprint a replay is
--- checked against; kept 30 days past expiry, so late tries get 409 expired.
+-- checked against, then the device when its allowance counted the grant (a revoke gives it
+-- back); kept 30 days past expiry, so late tries get 409 expired.
 local function grant(a, voucher_key, fired)
   local expires = now_ms + ttl_s * 1000
   stock_left, granted = stock_left - 1, granted + 1
-  written[voucher_key] = 'i' .. SEP .. string.format('%d', expires) .. SEP .. campaign_id ..
-                         SEP .. ARGV[a + USER_ID] .. SEP .. ARGV[a + FP]
+  local record = 'i' .. SEP .. string.format('%d', expires) .. SEP .. campaign_id .. SEP ..
+                 ARGV[a + USER_ID] .. SEP .. ARGV[a + FP]
+  written[voucher_key] = per_device > 0 and record .. SEP .. ARGV[a + DEVICE_ID] or record
   keep_ms[voucher_key] = expires - now_ms + VOUCHER_KEEP_MS
   emit(a, 'claim.granted', 'claim_id', ARGV[a + CLAIM_ID], 'voucher_code', ARGV[a + MASKED_CODE])
   return OK, expires, stock_left, fired

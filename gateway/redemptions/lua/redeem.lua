@@ -19,8 +19,8 @@
 --   4 voucher not found (missing, or not this user's)
 --   11 reserved for a supplier call            a = sku, b = comma-separated supplier ids
 --   12 voucher_redeemed   13 voucher_frozen   14 voucher_expired   15 request_in_progress
---   16 pool_empty         17 account required
--- Stored for replay: 0, 11 (the redemption id), 12, 14.
+--   16 pool_empty         17 account required   21 voucher_revoked
+-- Stored for replay: 0, 11 (the redemption id), 12, 14, 21.
 
 local SEP = '\31'
 local now = tonumber(ARGV[1])
@@ -62,6 +62,7 @@ local function reject(outcome, code, stored)
 end
 
 if state == 'd' then return reject(12, 'voucher_redeemed', true) end
+if state == 'v' then return reject(21, 'voucher_revoked', true) end
 if state == 'f' then return reject(13, 'voucher_frozen', false) end
 if state == 'r' then return reject(15, 'request_in_progress', false) end
 if now >= expires then return reject(14, 'voucher_expired', true) end
