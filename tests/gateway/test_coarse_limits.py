@@ -6,17 +6,20 @@ its window holds the limit, and gives its hit back when a later limit refuses.""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
 from gateway.app import SERVICES
 from gateway.claims.layout import ClaimArgs, Head, claim_keys
+from gateway.records import Outcome
 from gateway.timefmt import rfc3339_ms
 from gateway.valkey import keys
 from ratelimit.rules import Limit
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_limits import assert_rate_limited, limit_keys
 
+_claims = itertools.count()
 MILLION_PER_HOUR = '[limits]\nclaim = [{by = "client", limit = 1000000, window_s = 3600}]\n'
 
 
@@ -26,36 +29,40 @@ def tail(entries: list[bytes]) -> tuple[int, int]:
     return int(count), int(step)
 
 
-async def claim_hits(gw: Gateway, campaign: str, log: str, hits: int, per_call: int = 16) -> None:
-    """`hits` claims of the client `app`, each a grant, straight through the claim function in
-    calls of `per_call`, as the worker's batcher sends them (SPEC's HTTP path is the same call)."""
-    services = gw.public.app[SERVICES]
+async def claim_call(
+    gw: Gateway, campaign: str, log: str, users: list[str], now_ms: int
+) -> list[int]:
+    """One call of the claim function for the client `app`, a claim per user (each its own
+    Idempotency-Key), as the worker's batcher sends the claims of a loop turn: the outcomes."""
     tag = keys.shard_tag(campaign)
     head_keys = [keys.campaign(tag, campaign), keys.rejections(tag, campaign), keys.events(tag)]
+    claim_keys_: list[Any] = []
+    claim_args: list[Any] = []
+    for user in users:
+        n = next(_claims)
+        claim_keys_ += claim_keys(keys.voucher(tag, f"{tag}V{n:012d}"), [log], [], [])
+        claim_args += ClaimArgs(
+            f"fp{n}", f"c{n}", "V…", user, "dev", "10.0.0.1", f"r{n}",
+            keys.allowance_field("u", user), keys.allowance_field("d", "dev"),
+        )  # fmt: skip
+    head = Head(now_ms, rfc3339_ms(now_ms), campaign, "app", 0, 0)
+    replies = await gw.public.app[SERVICES].scripts.claim(
+        keys=[*head_keys, *claim_keys_], args=[*head, *claim_args]
+    )
+    return [int(outcome) for outcome in replies[::4]]
 
-    async def call(first: int, last: int, now_ms: int) -> None:
-        claim_keys_, claim_args = [], []
-        for n in range(first, last):
-            user = f"u{n}"
-            claim_keys_ += claim_keys(keys.voucher(tag, f"{tag}V{n:012d}"), [log], [], [])
-            claim_args += ClaimArgs(
-                f"fp{n}", f"c{n}", "V…", user, "dev", "10.0.0.1", f"r{n}",
-                keys.allowance_field("u", user), keys.allowance_field("d", "dev"),
-            )  # fmt: skip
-        head = Head(now_ms, rfc3339_ms(now_ms), campaign, "app", 0, 0)
-        replies = await services.scripts.claim(
-            keys=[*head_keys, *claim_keys_], args=[*head, *claim_args]
-        )
-        assert set(replies[::4]) == {0}  # every claim granted
 
+async def claim_hits(gw: Gateway, campaign: str, log: str, hits: int, per_call: int = 16) -> None:
+    """`hits` grants to distinct users, `per_call` claims per call, 1,600 calls at a time."""
     now_ms = int(time.time() * 1000)
+
+    async def call(first: int, last: int) -> None:
+        users = [f"u{n}" for n in range(first, last)]
+        assert set(await claim_call(gw, campaign, log, users, now_ms + first)) == {Outcome.OK}
+
     for start in range(0, hits, per_call * 100):
-        await asyncio.gather(
-            *(
-                call(first, min(first + per_call, hits), now_ms + first)
-                for first in range(start, min(start + per_call * 100, hits), per_call)
-            )
-        )
+        firsts = range(start, min(start + per_call * 100, hits), per_call)
+        await asyncio.gather(*(call(first, min(first + per_call, hits)) for first in firsts))
 
 
 async def test_a_million_per_hour_by_client_starts_and_keeps_a_coarse_log(
@@ -120,3 +127,29 @@ async def test_a_later_limit_refusing_takes_the_hit_back_out_of_the_coarse_log(
         assert tail(await gw.redis.lrange(log, 0, -1))[0] == 1  # the refused claim: no hit
         assert (await gw.claim(campaign, user_id="lee")).status == 201
         assert tail(await gw.redis.lrange(log, 0, -1))[0] == 2
+
+
+async def test_one_call_of_claims_fills_the_coarse_log_to_its_limit_and_no_further(
+    gateway_factory: Any,
+) -> None:
+    """Claims decided in one call share what the call read of the coarse log: the call that
+    reaches the limit admits exactly up to it, and a later limit's refusals inside the call
+    take their hits back out."""
+    config = (
+        '[limits]\nclaim = [{by = "client", limit = 200, window_s = 60}, '
+        '{by = "user", limit = 1, window_s = 60}]\n'
+    )
+    async with gateway_factory(config) as gw:
+        campaign = await gw.put_campaign(stock=1000, per_user_limit=10)
+        assert (await gw.claim(campaign)).status == 201
+        [log] = await limit_keys(gw, "client")
+        await claim_hits(gw, campaign, log.decode(), 191)  # 192 hits: 64 full groups of 3
+        now_ms = int(time.time() * 1000) + 500
+        users = ["kim", "kim", "lee", "lee", "max", "ned", "oz", "pam", "quin", "ray", "sue"]
+        outcomes = await claim_call(gw, campaign, log.decode(), users, now_ms)
+        limited = Outcome.RATE_LIMITED
+        # kim and lee twice: the user limit refuses the second, which leaves no client hit.
+        assert outcomes == [0, limited, 0, limited, 0, 0, 0, 0, 0, 0, limited]
+        entries = await gw.redis.lrange(log, 0, -1)
+        assert len(entries) - 1 == 67 and tail(entries)[0] == 2  # 66 * 3 + 2 = 200 hits
+        assert (await gw.stats(campaign))["granted"] == 200

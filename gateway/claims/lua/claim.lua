@@ -46,6 +46,7 @@ local written    -- voucher key -> its new record (a retry later in the batch re
 local keep_ms    -- voucher key -> how long that record is kept
 local rejected   -- rejection code -> count
 local newest_hit -- list log -> its newest hit, once a claim of the batch put one there
+local coarse_log -- coarse log key -> its cw_log, read by the batch's first hit, flushed by write
 local ev, events -- per event six entries: claim's ARGV offset, type, 2 field/value pairs
 
 local function emit(a, kind, f1, v1, f2, v2)
@@ -68,7 +69,7 @@ local function unadmit(k, i)
     if type(log) == 'number' then
       local key = KEYS[k + VOUCHER + log]
       if COARSE[j] then
-        cw_unadmit(key, COARSE[j])
+        cw_unadmit(key, COARSE[j], coarse_log[key])
       else
         sw_unadmit(key)
         newest_hit[key] = nil -- the hit it knew is gone: read again
@@ -89,8 +90,9 @@ local function admit(k, user_hits, device_hits)
     elseif log == 'd' then
       retry = fw_check(device_hits, limit, window, now_ms)
     elseif COARSE[i] then
-      local _
-      _, retry = cw_admit(KEYS[k + VOUCHER + log], limit, window, now_ms, COARSE[i])
+      local key, _ = KEYS[k + VOUCHER + log]
+      coarse_log[key] = coarse_log[key] or cw_log(key)
+      _, retry = cw_admit(key, limit, window, now_ms, COARSE[i], coarse_log[key])
     else
       local key, _ = KEYS[k + VOUCHER + log]
       _, retry, newest_hit[key] = sw_admit(key, limit, window, now_ms, newest_hit[key])
@@ -257,9 +259,11 @@ local function read(claims)
   stock_left, granted = (stock_left or 0) + 0, (granted or 0) + 0
 end
 
--- Every write, in one place: counters and fields first, so an error in what follows leaves
--- stock taken without its voucher (never the reverse).
+-- Every write, in one place: the coarse logs' pending tails (the hits, as a list log's went in
+-- when decided), then counters and fields, so an error in what follows leaves stock taken
+-- without its voucher (never the reverse).
 local function write(granted_before)
+  for key, log in pairs(coarse_log) do cw_flush(key, log) end
   if found then
     local hset, n = {KEYS[1]}, 1
     if granted ~= granted_before then
@@ -299,7 +303,8 @@ local function call(keys, argv)
   now_ms, rules, nonce = now_ms + 0, rules + 0, nonce + 0
   nonce_at = RULE_KEYS_AT + rules + 1
   keys_per_claim, args_per_claim = nonce_at - 1 + nonce, CLAIM_ARGS + RULE_ARGS * rules
-  fields, written, keep_ms, rejected, newest_hit, ev, events = {}, {}, {}, {}, {}, {}, 0
+  fields, written, keep_ms, rejected, newest_hit, coarse_log, ev, events =
+    {}, {}, {}, {}, {}, {}, {}, 0
   local claims = (#KEYS - HEAD_KEYS) / keys_per_claim
   read(claims)
   local granted_before, results, k, a = granted, {}, HEAD_KEYS, HEAD_ARGS
