@@ -257,3 +257,26 @@ async def test_an_operator_may_revoke_and_a_viewer_may_not(gateway_factory: Any)
             "chargeback",
             "false",
         )
+
+
+async def test_returned_stock_goes_back_to_its_days_quota_and_budget_where_kept(
+    gateway: Gateway,
+) -> None:
+    """The fields the period budgets keep in the campaign hash (day_start_ms, day_granted,
+    budget_spent, unit_cost), set here as a campaign with them would hold them: a unit granted
+    on the day the quota counts goes back to it, and its cost back to the budget; a grant of an
+    earlier day leaves today's quota alone."""
+    gw = gateway
+    campaign = await gw.put_campaign(stock=5, per_user_limit=5)
+    key = keys.campaign(keys.shard_tag(campaign), campaign)
+    earlier = await gw.grant(campaign, "sam")
+    await asyncio.sleep(0.01)
+    today = await gw.grant(campaign, "ruth")
+    record = (await gw.redis.get(keys.voucher(codes.code_tag(today), today))).decode()
+    day_start = int(record.split(SEP)[1]) - 3600 * 1000  # today's grant opens the quota's day
+    await gw.redis.hset(key, mapping={"day_start_ms": day_start, "day_granted": 2})
+    await gw.redis.hset(key, mapping={"budget_spent": 500, "unit_cost": 250})
+    assert (await revoke(gw, earlier, return_stock=True)).status == 200
+    assert await gw.redis.hmget(key, ["day_granted", "budget_spent"]) == [b"2", b"250"]
+    assert (await revoke(gw, today, return_stock=True)).status == 200
+    assert await gw.redis.hmget(key, ["day_granted", "budget_spent"]) == [b"1", b"0"]
