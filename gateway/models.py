@@ -63,6 +63,12 @@ class CardUpload(Wire, frozen=True, forbid_unknown_fields=True):
     cards: Annotated[list[Card], msgspec.Meta(min_length=1, max_length=10_000)]
 
 
+class RevokeRequest(Wire, frozen=True, forbid_unknown_fields=True):
+    # True: the unit goes back to stock and the owner's allowances are given back.
+    return_stock: bool
+    reason: Annotated[str, msgspec.Meta(max_length=512)] = ""
+
+
 class ListUpdate(Wire, frozen=True, forbid_unknown_fields=True):
     add: Annotated[list[str], msgspec.Meta(max_length=10_000)] = []
     remove: Annotated[list[str], msgspec.Meta(max_length=10_000)] = []
@@ -114,6 +120,7 @@ campaign_decoder = msgspec.json.Decoder(CampaignPut)
 stock_decoder = msgspec.json.Decoder(StockChange)
 cards_decoder = msgspec.json.Decoder(CardUpload)
 list_decoder = msgspec.json.Decoder(ListUpdate)
+revoke_decoder = msgspec.json.Decoder(RevokeRequest)
 encoder = msgspec.json.Encoder()
 
 

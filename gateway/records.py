@@ -2,8 +2,12 @@
 
 A claim's voucher record, at `gw:{XY}:v:<code>` (written by `claims/lua/claim.lua`, read by
 the redemption and admin scripts), is its fields joined by SEP, state letter first:
-- granted: `i|expires ms|campaign|owner|fingerprint`; `f` frozen; `r` being redeemed and `d`
-  delivered with the redemption id appended;
+- granted: `i|expires ms|campaign|owner|fingerprint`, then the device id when the campaign
+  counts devices (`per_device_limit` > 0), so a revoke can give its allowance back; `f` frozen;
+  `r` being redeemed and `d` delivered with the redemption id in place of the device;
+- revoked (`admin/lua/voucher_revoke.lua`): `v|expires ms|campaign|owner|fingerprint|returned`,
+  returned `1` when the unit went back to stock, else `0`; a replayed claim still answers its
+  201, a redemption 409 `voucher_revoked`;
 - refused (kept for replay, no voucher): `x|outcome|campaign|request id|fingerprint`.
 A redemption's idempotency record (`keys.idempotency`) is `fingerprint|R|redemption id`, or
 `fingerprint|E|outcome|request id` for a stored refusal.

@@ -3,8 +3,10 @@
 -- times are integer ms on the caller's clock; numeric strings become numbers by `s + 0`.
 --
 -- A key is a Redis list: the start time of each group of `group` admitted hits, oldest first,
--- then one last element "c:s": how many hits the newest group holds (1..group) and the expiry
--- step it last set. Every group but the newest holds exactly `group` hits.
+-- then one last element, the tail "c:s:g:t": how many hits the newest group holds (1..group),
+-- the expiry step it last set, how many groups the list holds and the second group's start
+-- ('' while there is one group), so one LINDEX reads all a hit needs. Every group but the
+-- newest holds exactly `group` hits.
 -- cw_admit(key, limit, window_ms, now_ms, group) -> count, retry_after_ms
 --   count: the hits counted before this one, every group still reaching into the window
 --   (a group reaches in while the next group starts after now_ms - window_ms). Admitted iff
@@ -12,55 +14,97 @@
 --   Bounds: at most `limit` admitted in any window, exactly; never refused while fewer than
 --   limit - group lie in the window (only the oldest group may hold hits from before it).
 -- cw_unadmit(key, group): takes back the hit cw_admit just recorded (another limit refused).
+-- A caller admitting many hits on one key in one call (the claim function's batch) reads the
+-- key once, log = cw_log(key), passes it to every cw_admit(key, limit, window_ms, now_ms,
+-- group, log) and cw_unadmit(key, group, log) of the call, then writes what they left
+-- pending with cw_flush(key, log) before the call ends: a hit then costs no command but the
+-- rare LPOP, PEXPIRE or new group, where alone it costs a LINDEX and an LSET. Same answers,
+-- same list and same expiry as one hit at a time. Without a log each function reads the key
+-- and writes at once.
 
-local function cw_tail(key)
-  local tail = redis.call('LINDEX', key, -1)
-  local c, step = string.match(tail, '^(%d+):(%d+)$')
-  return c + 0, step + 0
+-- The tail's text (string.format: numbers concatenated are printed as floats, far dearer).
+local function cw_tail_text(log)
+  if log.second then
+    return string.format('%d:%d:%d:%d', log.c, log.step, log.groups, log.second)
+  end
+  return string.format('%d:%d:%d:', log.c, log.step, log.groups)
 end
 
-local function cw_admit(key, limit, window_ms, now_ms, group)
+-- The key's log, read from its tail: its groups, the second group's start (false: none), the
+-- newest group's hit count, expiry step and start (false: not read yet), and whether the tail
+-- awaits its LSET.
+local function cw_log(key)
+  local tail = redis.call('LINDEX', key, -1)
+  if not tail then
+    return {groups = 0, second = false, c = 0, step = 0, newest = false, pending = false}
+  end
+  local c, step, groups, second = string.match(tail, '^(%d+):(%d+):(%d+):(%d*)$')
+  return {groups = groups + 0, second = second ~= '' and second + 0, c = c + 0,
+          step = step + 0, newest = false, pending = false}
+end
+
+local function cw_flush(key, log)
+  if log.pending then
+    redis.call('LSET', key, -1, cw_tail_text(log))
+    log.pending = false
+  end
+end
+
+local function cw_admit(key, limit, window_ms, now_ms, group, log)
   limit, window_ms, now_ms, group = limit + 0, window_ms + 0, now_ms + 0, group + 0
+  local alone = not log
+  log = log or cw_log(key)
   local step = math.ceil(window_ms / 8)
-  local n = redis.call('LLEN', key)
-  if n == 0 then
-    redis.call('RPUSH', key, now_ms, '1:' .. math.floor(now_ms / step))
-    redis.call('PEXPIRE', key, (math.floor(now_ms / step) + 2) * step - now_ms + window_ms)
-    return 0, 0
+  if log.groups == 0 then
+    local opened = math.floor(now_ms / step)
+    log.groups, log.second, log.c, log.step, log.newest = 1, false, 1, opened, now_ms
+    redis.call('RPUSH', key, now_ms, cw_tail_text(log))
+    redis.call('PEXPIRE', key, (opened + 2) * step - now_ms + window_ms)
+    return 0, 0, log
   end
-  local groups = n - 1
-  while groups >= 2 and redis.call('LINDEX', key, 1) + 0 <= now_ms - window_ms do
+  while log.second and log.second <= now_ms - window_ms do
     redis.call('LPOP', key)
-    groups = groups - 1
+    log.groups = log.groups - 1
+    log.second = log.groups >= 2 and redis.call('LINDEX', key, 1) + 0
+    log.pending = true
   end
-  local c, expiry_step = cw_tail(key)
-  local count = (groups - 1) * group + c
+  local count = (log.groups - 1) * group + log.c
   if count >= limit then
-    return count, redis.call('LINDEX', key, 1) + window_ms - now_ms
+    if alone then cw_flush(key, log) end
+    return count, log.second + window_ms - now_ms, log
   end
   local opened = math.floor(now_ms / step)
-  if opened > expiry_step then -- the key lives a window past its newest hit, moved per step
+  if opened > log.step then -- the key lives a window past its newest hit, moved per step
     redis.call('PEXPIRE', key, (opened + 2) * step - now_ms + window_ms)
-    expiry_step = opened
+    log.step, log.pending = opened, true
   end
-  if c < group then
-    redis.call('LSET', key, -1, (c + 1) .. ':' .. expiry_step)
+  if log.c < group then
+    log.c, log.pending = log.c + 1, true
   else -- the newest group is full: a new one starts (never before the last, if clocks step back)
-    local newest = redis.call('LINDEX', key, -2) + 0
-    redis.call('LSET', key, -1, math.max(now_ms, newest))
-    redis.call('RPUSH', key, '1:' .. expiry_step)
+    local start = math.max(now_ms, log.newest or redis.call('LINDEX', key, -2) + 0)
+    log.groups, log.c, log.newest, log.pending = log.groups + 1, 1, start, false
+    if log.groups == 2 then log.second = start end
+    redis.call('LSET', key, -1, start)
+    redis.call('RPUSH', key, cw_tail_text(log))
   end
-  return count, 0
+  if alone then cw_flush(key, log) end
+  return count, 0, log
 end
 
-local function cw_unadmit(key, group)
-  local c, expiry_step = cw_tail(key)
-  if c > 1 then
-    redis.call('LSET', key, -1, (c - 1) .. ':' .. expiry_step)
-  elseif redis.call('LLEN', key) == 2 then
+local function cw_unadmit(key, group, log)
+  group = group + 0
+  local alone = not log
+  log = log or cw_log(key)
+  if log.c > 1 then
+    log.c, log.pending = log.c - 1, true
+  elseif log.groups == 1 then
     redis.call('DEL', key)
+    log.groups, log.c, log.newest, log.pending = 0, 0, false, false
   else
+    log.groups, log.c, log.newest, log.pending = log.groups - 1, group, false, false
+    if log.groups < 2 then log.second = false end
     redis.call('RPOP', key)
-    redis.call('LSET', key, -1, group .. ':' .. expiry_step)
+    redis.call('LSET', key, -1, cw_tail_text(log))
   end
+  if alone then cw_flush(key, log) end
 end

@@ -56,11 +56,14 @@ RouteLimits = dict[str, list[Limit]]
 
 
 def limit_key(route: str, limit: Limit, identity: str) -> str:
-    """Return the key suffix `rl:<route>:<by>:<window_s>:<identity>` for one identity's log.
+    """Return the key suffix `rl:<route>:<by>:<window_s>:<identity>` for one identity's log,
+    `rl:<route>:<by>:<window_s>g<group>:<identity>` for a coarse log (group above 1).
 
     The identity comes last and every other part is colon-free, so two different
-    (route, limit, identity) triples never share a key. Limits that differ only in `limit`
-    share a log on purpose: changing an amount keeps the history.
+    (route, limit, identity) triples never share a key. Exact limits that differ only in
+    `limit` share a log on purpose: changing an amount keeps the history. A coarse log's key
+    names its group: its entries are groups of that many hits, which no other layout or group
+    size may read.
     """
     if not 1 <= len(identity) <= MAX_IDENTITY_CHARS or _CONTROL.search(identity):
         raise ValueError("identity must be 1-128 characters without control characters")
@@ -70,6 +73,8 @@ def limit_key(route: str, limit: Limit, identity: str) -> str:
 def limit_key_prefix(route: str, limit: Limit) -> str:
     """`limit_key` without the identity: a hot path builds it once and appends identities it
     has already validated."""
+    if limit.group > 1:
+        return f"rl:{route}:{limit.by}:{limit.window_s}g{limit.group}:"
     return f"rl:{route}:{limit.by}:{limit.window_s}:"
 
 

@@ -36,6 +36,9 @@ FIELDS = (
 # Configuration a campaign may lack (lua/admin_campaign.lua removes one left out of a PUT).
 OPTIONAL_FIELDS = ("unit_cost", "currency")
 VIEW_FIELDS = ("starts_ms", "ends_ms", "paused", "stock_left")
+# Counters lua/voucher_revoke.lua keeps, absent until the campaign's first revoke: vouchers
+# revoked, and those of them whose unit went back to stock.
+REVOKE_FIELDS = ("revoked", "returned")
 
 
 def campaign_state(fields: dict[str, str], now_ms: int) -> str:
@@ -101,7 +104,7 @@ class CampaignViews:
 async def campaign_stats(redis: Any, campaign_id: str) -> dict[str, Any] | None:
     """The admin stats document; None when there is no such campaign."""
     tag = keys.shard_tag(campaign_id)
-    fields = await load_campaign(redis, campaign_id)
+    fields = await load_campaign(redis, campaign_id, FIELDS + OPTIONAL_FIELDS + REVOKE_FIELDS)
     if fields is None:
         return None
     rejected = _text(await redis_call("stats", redis.hgetall(keys.rejections(tag, campaign_id))))
@@ -111,5 +114,7 @@ async def campaign_stats(redis: Any, campaign_id: str) -> dict[str, Any] | None:
         "stock_left": int(fields["stock_left"]),
         "granted": int(fields["granted"]),
         "redeemed": int(fields["redeemed"]),
+        "revoked": int(fields.get("revoked", 0)),
+        "returned": int(fields.get("returned", 0)),
         "rejected": {code: int(n) for code, n in sorted(rejected.items())},
     }

@@ -24,8 +24,10 @@ from gateway.models import (
     campaign_decoder,
     cards_decoder,
     list_decoder,
+    revoke_decoder,
     stock_decoder,
 )
+from gateway.records import SEP, Outcome
 from gateway.redemptions.cards import seal
 from gateway.settings import Role, Settings
 from gateway.timefmt import rfc3339_ms, rfc3339_s, to_ms
@@ -323,7 +325,12 @@ async def add_cards(request: web.Request) -> web.Response:
     return json_response({"campaign_id": campaign_id, "added": len(sealed), "pool_size": size})
 
 
-VOUCHER_RESULTS = {0: "voucher_not_found", 2: "voucher_redeemed", 3: "request_in_progress"}
+VOUCHER_RESULTS = {
+    0: "voucher_not_found",
+    2: "voucher_redeemed",
+    3: "request_in_progress",
+    4: "voucher_revoked",
+}
 
 
 def _voucher_state(action: str) -> Handler:
@@ -354,6 +361,59 @@ def _voucher_state(action: str) -> Handler:
         return json_response({"voucher_code": code, "state": state})
 
     return handler
+
+
+REVOKE_REFUSALS = {
+    Outcome.NOT_FOUND: "voucher_not_found",
+    Outcome.REDEEMED: "voucher_redeemed",
+    Outcome.REDEMPTION_PENDING: "redemption_pending",
+}
+REVOKE_READS = 3  # the record changes under a revoke only when its code is granted anew
+
+
+async def revoke_voucher(request: web.Request) -> web.Response:
+    """Revoke an unredeemed voucher (lua/voucher_revoke.lua). The script cannot hash ids, so
+    the allowance fields it gives back are derived here from the record read first: its owner,
+    and the device the grant counted (lua/claim.lua keeps it when devices have an allowance)."""
+    services = request.app[WORKER]
+    revoke = decode(revoke_decoder, await _body(request, services))
+    code = codes.normalise_code(request.match_info["code"])
+    if code is None:
+        raise business("voucher_not_found")
+    tag = codes.code_tag(code)
+    voucher_key = keys.voucher(tag, code)
+    for _ in range(REVOKE_READS):
+        raw = await redis_call("admin_voucher", services.redis.get(voucher_key))
+        record = raw.decode() if isinstance(raw, bytes) else raw
+        if record is None or record[0] == "x":
+            raise business("voucher_not_found")
+        _state, _expires, campaign_id, owner, *rest = record.split(SEP)
+        counted = rest[1] if record[0] in "if" and len(rest) > 1 else None
+        _, now_text = _now()
+        outcome, returned = await redis_call(
+            "admin_voucher",
+            services.scripts.voucher_revoke(
+                keys=[voucher_key, keys.campaign(tag, campaign_id), keys.events(tag)],
+                args=[
+                    "1" if revoke.return_stock else "0",
+                    revoke.reason,
+                    now_text,
+                    services.settings.redis.stream_max_len,
+                    codes.mask_code(code),
+                    codes.claim_id_for(code),
+                    *_actor_args(request),
+                    record[1:],
+                    keys.allowance_field("u", owner),
+                    keys.allowance_field("d", counted) if counted is not None else "",
+                ],
+            ),
+        )
+        if outcome == Outcome.OK:
+            body = {"voucher_code": code, "state": "revoked", "returned": bool(returned)}
+            return json_response(body)
+        if outcome != Outcome.IN_PROGRESS:
+            raise business(REVOKE_REFUSALS[Outcome(int(outcome))])
+    raise business("request_in_progress")
 
 
 def _breaker(services: Worker, supplier_id: str) -> dict[str, Any]:
@@ -397,6 +457,7 @@ ROUTES: tuple[tuple[str, str, Handler, Role], ...] = (
     ("POST", "/admin/campaigns/{campaign_id}/card-secrets", add_cards, "operator"),
     ("POST", "/admin/vouchers/{code}/freeze", _voucher_state("freeze"), "operator"),
     ("POST", "/admin/vouchers/{code}/unfreeze", _voucher_state("unfreeze"), "operator"),
+    ("POST", "/admin/vouchers/{code}/revoke", revoke_voucher, "operator"),
     ("PUT", "/admin/risk/lists/{list}", put_risk_list, "admin"),
     ("POST", "/admin/suppliers/{supplier_id}/force-open", _supplier_action("force_open"), "admin"),
     (

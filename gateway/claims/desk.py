@@ -109,7 +109,7 @@ def claim_script_constants(settings: Settings) -> str:
         if field is None:
             lists += 1
         log = str(lists) if field is None else f"'{field}'"
-        entries.append(f"{lim.limit}, {lim.window_ms}, {log}")
+        entries.append(f"{lim.limit}, {lim.window_ms}, {log}, {lim.group}")
     keep_u, span_u = in_fields.get("u", ("false", "false"))
     keep_d, span_d = in_fields.get("d", ("false", "false"))
     return (

@@ -45,6 +45,8 @@ class CampaignStats(msgspec.Struct, frozen=True):
     stock_left: int
     granted: int
     redeemed: int
+    revoked: int
+    returned: int  # revoked with their unit given back to stock
     rejected: dict[str, int]
 
 
@@ -66,6 +68,12 @@ class ListChanged(msgspec.Struct, frozen=True):
 class VoucherState(msgspec.Struct, frozen=True):
     voucher_code: str
     state: Literal["frozen", "issued"]
+
+
+class VoucherRevoked(msgspec.Struct, frozen=True):
+    voucher_code: str
+    state: Literal["revoked"]
+    returned: bool  # the unit went back to stock (as the first revoke decided)
 
 
 class SupplierState(msgspec.Struct, frozen=True):

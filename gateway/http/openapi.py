@@ -187,7 +187,10 @@ def _voucher_action(action: str, summary: str) -> Route:
             AUTH,
             FORBIDDEN,
             {404: "voucher_not_found"},
-            {409: "voucher_redeemed or request_in_progress (a redemption is being decided)"},
+            {
+                409: "voucher_redeemed, voucher_revoked or request_in_progress (a redemption "
+                "is being decided)"
+            },
             UNAVAILABLE,
         ),
     )
@@ -252,6 +255,19 @@ ADMIN_ROUTES = [
     ),
     _voucher_action("freeze", "Freeze a voucher: it cannot be redeemed until unfrozen"),
     _voucher_action("unfreeze", "Unfreeze a voucher"),
+    Route(
+        "post",
+        "/admin/vouchers/{code}/revoke",
+        "revokeVoucher",
+        "Revoke an unredeemed voucher, its unit back to stock with `return_stock`; idempotent",
+        {200: answers.VoucherRevoked},
+        _merge(
+            ADMIN_BODY,
+            {404: "voucher_not_found"},
+            {409: "voucher_redeemed or redemption_pending (a direct recharge is in flight)"},
+        ),
+        models.RevokeRequest,
+    ),
     Route(
         "put",
         "/admin/risk/lists/{list}",

@@ -165,6 +165,7 @@ REDEMPTION_RESULTS = (
     "voucher_redeemed",
     "voucher_frozen",
     "voucher_expired",
+    "voucher_revoked",
     "request_in_progress",
     "pool_empty",
     "suppliers_unavailable",

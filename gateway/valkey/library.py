@@ -1,9 +1,10 @@
 """The gateway's Lua scripts, as the functions of one Valkey function library.
 
 Library chunks (`ratelimit/sliding_window.lua`, `ratelimit/field_window.lua`,
-`risk/velocity.lua`) only define local functions. The library is those chunks once, then each
-script: the constants its caller wrote from the configuration (if any) and its body, as a
-function registered under the script's name and the library's digest. A call is one FCALL.
+`ratelimit/coarse_window.lua`, `risk/velocity.lua`) only define local functions. The library
+is those chunks once, then each script: the constants its caller wrote from the configuration
+(if any) and its body, as a function registered under the script's name and the library's
+digest. A call is one FCALL.
 A script that defines `local function call(keys, argv)` at its top level is a chunk instead:
 it runs once, at load, and `call` is the function, so its helpers are built once, not per call.
 
@@ -41,6 +42,7 @@ SCRIPT_ROOMS = {
     "admin_stock": "gateway.admin",
     "admin_state": "gateway.admin",
     "voucher_state": "gateway.admin",
+    "voucher_revoke": "gateway.admin",
     "card_add": "gateway.admin",
     "redeem_guard": "gateway.redemptions",
     "redeem": "gateway.redemptions",
@@ -51,6 +53,7 @@ SCRIPT_ROOMS = {
 LIBRARIES = (
     ("ratelimit", "sliding_window.lua"),
     ("ratelimit", "field_window.lua"),
+    ("ratelimit", "coarse_window.lua"),
     ("risk", "velocity.lua"),
 )
 
@@ -100,6 +103,7 @@ class Scripts:
         "redeem_settle",
         "pending_lease",
         "voucher_state",
+        "voucher_revoke",
         "card_add",
     )
 

@@ -49,6 +49,7 @@ SPEC_STATUSES: dict[tuple[str, str], set[int]] = {
     ("get", "/admin/campaigns/{campaign_id}/stats"): {200, 401, 403, 404},
     ("post", "/admin/vouchers/{code}/freeze"): {200, 401, 403, 404, 409},
     ("post", "/admin/vouchers/{code}/unfreeze"): {200, 401, 403, 404, 409},
+    ("post", "/admin/vouchers/{code}/revoke"): {200, 400, 401, 403, 404, 409},
     ("put", "/admin/risk/lists/{list}"): {200, 400, 401, 403},
     ("get", "/admin/suppliers"): {200, 401, 403},
     ("post", "/admin/suppliers/{supplier_id}/force-open"): {200, 401, 403, 404},

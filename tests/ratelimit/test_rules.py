@@ -28,6 +28,15 @@ def test_limits_differing_only_in_amount_share_a_log():
     assert limit_key("claim", IP, "x") == limit_key("claim", Limit("ip", 5, 60), "x")
 
 
+def test_a_coarse_log_names_its_group_and_meets_no_other_log():
+    coarse = Limit(by="client", limit=1_000_000, window_s=3600)
+    assert limit_key("claim", coarse, "app") == "rl:claim:client:3600g15625:app"
+    key = limit_key("claim", coarse, "app")
+    assert key != limit_key("claim", Limit("client", 128, 3600), "g15625:app")  # exact log
+    assert key != limit_key("claim", Limit("client", 2_000_000, 3600), "app")  # other group
+    assert key == limit_key("claim", Limit("client", 1_000_063, 3600), "app")  # same group
+
+
 @pytest.mark.parametrize("identity", ["", "x" * 129, "a\nb", "tab\there", "del\x7f", "c1\x85"])
 def test_limit_key_rejects_bad_identities(identity):
     with pytest.raises(ValueError, match="1-128 characters"):

@@ -17,10 +17,12 @@
 local SEP = '\31'
 local VOUCHER_KEEP_MS = 2592000000 -- a voucher is kept 30 days past its expiry
 local REFUSAL_KEEP_MS = IDEMPOTENCY_TTL_S * 1000
--- LIMITS, flat (limit, window ms, log: a list-log number, 'u' or 'd'), by limit index.
-local LIMIT_COUNT, LIMIT, WINDOW, LOG = #LIMITS / 3, {}, {}, {}
+-- LIMITS, flat (limit, window ms, log: a list-log number, 'u' or 'd'; group: hits per log
+-- entry), by limit index. COARSE: a list log's group when above 1 (a coarse window), else false.
+local LIMIT_COUNT, LIMIT, WINDOW, LOG, COARSE = #LIMITS / 4, {}, {}, {}, {}
 for i = 1, LIMIT_COUNT do
-  LIMIT[i], WINDOW[i], LOG[i] = LIMITS[3 * i - 2], LIMITS[3 * i - 1], LIMITS[3 * i]
+  LIMIT[i], WINDOW[i], LOG[i] = LIMITS[4 * i - 3], LIMITS[4 * i - 2], LIMITS[4 * i - 1]
+  COARSE[i] = LIMITS[4 * i] > 1 and LIMITS[4 * i]
 end
 local HEAD_KEYS, HEAD_ARGS = 3, 7
 -- Offsets in a claim's keys, its arguments and a rule's arguments (gateway/claims/layout.py).
@@ -44,6 +46,7 @@ local written    -- voucher key -> its new record (a retry later in the batch re
 local keep_ms    -- voucher key -> how long that record is kept
 local rejected   -- rejection code -> count
 local newest_hit -- list log -> its newest hit, once a claim of the batch put one there
+local coarse_log -- coarse log key -> its cw_log, read by the batch's first hit, flushed by write
 local ev, events -- per event six entries: claim's ARGV offset, type, 2 field/value pairs
 
 local function emit(a, kind, f1, v1, f2, v2)
@@ -59,6 +62,22 @@ local function reject(a, outcome, code, x, y, fired)
   return outcome, x, y, fired
 end
 
+-- The list logs of the limits before limit i give back the hit they just took.
+local function unadmit(k, i)
+  for j = 1, i - 1 do
+    local log = LOG[j]
+    if type(log) == 'number' then
+      local key = KEYS[k + VOUCHER + log]
+      if COARSE[j] then
+        cw_unadmit(key, COARSE[j], coarse_log[key])
+      else
+        sw_unadmit(key)
+        newest_hit[key] = nil -- the hit it knew is gone: read again
+      end
+    end
+  end
+end
+
 -- The limits admit the hit in turn; when one refuses, the list logs before it give the hit
 -- back, so a refused claim is recorded in none: nil, or that limit's index and retry after.
 -- A field log is only checked here: the hit goes in with the field's write.
@@ -70,18 +89,16 @@ local function admit(k, user_hits, device_hits)
       retry = fw_check(user_hits, limit, window, now_ms)
     elseif log == 'd' then
       retry = fw_check(device_hits, limit, window, now_ms)
+    elseif COARSE[i] then
+      local key, _ = KEYS[k + VOUCHER + log]
+      coarse_log[key] = coarse_log[key] or cw_log(key)
+      _, retry = cw_admit(key, limit, window, now_ms, COARSE[i], coarse_log[key])
     else
       local key, _ = KEYS[k + VOUCHER + log]
       _, retry, newest_hit[key] = sw_admit(key, limit, window, now_ms, newest_hit[key])
     end
     if retry > 0 then
-      for j = 1, i - 1 do
-        local earlier = LOG[j]
-        if type(earlier) == 'number' then
-          sw_unadmit(KEYS[k + VOUCHER + earlier])
-          newest_hit[KEYS[k + VOUCHER + earlier]] = nil -- the hit it knew is gone: read again
-        end
-      end
+      unadmit(k, i)
       return i, retry
     end
   end
@@ -169,12 +186,14 @@ local function allow(user_field, user_grants, user_hits, device_field, device_gr
 end
 
 -- Granted. The voucher: state, expiry, campaign, owner, and the fingerprint a replay is
--- checked against; kept 30 days past expiry, so late tries get 409 expired.
+-- checked against, then the device when its allowance counted the grant (a revoke gives it
+-- back); kept 30 days past expiry, so late tries get 409 expired.
 local function grant(a, voucher_key, fired)
   local expires = now_ms + ttl_s * 1000
   stock_left, granted = stock_left - 1, granted + 1
-  written[voucher_key] = 'i' .. SEP .. string.format('%d', expires) .. SEP .. campaign_id ..
-                         SEP .. ARGV[a + USER_ID] .. SEP .. ARGV[a + FP]
+  local record = 'i' .. SEP .. string.format('%d', expires) .. SEP .. campaign_id .. SEP ..
+                 ARGV[a + USER_ID] .. SEP .. ARGV[a + FP]
+  written[voucher_key] = per_device > 0 and record .. SEP .. ARGV[a + DEVICE_ID] or record
   keep_ms[voucher_key] = expires - now_ms + VOUCHER_KEEP_MS
   emit(a, 'claim.granted', 'claim_id', ARGV[a + CLAIM_ID], 'voucher_code', ARGV[a + MASKED_CODE])
   return OK, expires, stock_left, fired
@@ -256,9 +275,11 @@ local function read(claims)
   stock_left, granted = (stock_left or 0) + 0, (granted or 0) + 0
 end
 
--- Every write, in one place: counters and fields first, so an error in what follows leaves
--- stock taken without its voucher (never the reverse).
+-- Every write, in one place: the coarse logs' pending tails (the hits, as a list log's went in
+-- when decided), then counters and fields, so an error in what follows leaves stock taken
+-- without its voucher (never the reverse).
 local function write(granted_before)
+  for key, log in pairs(coarse_log) do cw_flush(key, log) end
   if found then
     local hset, n = {KEYS[1]}, 1
     if granted ~= granted_before then
@@ -299,7 +320,8 @@ local function call(keys, argv)
   nonce_at = RULE_KEYS_AT + rules + 1
   pass_at = nonce_at + nonce
   keys_per_claim, args_per_claim = pass_at - 1 + passes, CLAIM_ARGS + RULE_ARGS * rules
-  fields, written, keep_ms, rejected, newest_hit, ev, events = {}, {}, {}, {}, {}, {}, 0
+  fields, written, keep_ms, rejected, newest_hit, coarse_log, ev, events =
+    {}, {}, {}, {}, {}, {}, {}, 0
   local claims = (#KEYS - HEAD_KEYS) / keys_per_claim
   read(claims)
   local granted_before, results, k, a = granted, {}, HEAD_KEYS, HEAD_ARGS

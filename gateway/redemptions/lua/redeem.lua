@@ -11,8 +11,8 @@
 -- Returns {outcome, a, b} (gateway.records.Outcome): 0 delivered, a = redemption id;
 --   1 replay, a = the stored record; 11 reserved (direct_recharge, link: for the suppliers),
 --   a = sku, b = comma-separated supplier ids;
---   2 key reused; 4 not found (missing, or not this user's); 12-16 refused; 17 account missing.
--- Stored for replay: 0, 11 (as the redemption id), 12, 14.
+--   2 key reused; 4 not found (missing or not this user's); 12-16, 21 refused; 17 no account.
+-- Stored for replay: 0, 11 (as the redemption id), 12, 14, 21.
 
 local SEP = '\31'
 local now = tonumber(ARGV[1])
@@ -51,6 +51,7 @@ local function reject(outcome, code, stored)
 end
 
 if state == 'd' then return reject(12, 'voucher_redeemed', true) end
+if state == 'v' then return reject(21, 'voucher_revoked', true) end
 if state == 'f' then return reject(13, 'voucher_frozen', false) end
 if state == 'r' then return reject(15, 'request_in_progress', false) end
 if now >= expires then return reject(14, 'voucher_expired', true) end
