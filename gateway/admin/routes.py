@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from gateway import codes
+from gateway.admin import periods
 from gateway.admin.campaigns import campaign_state, campaign_stats, load_campaign
 from gateway.admin.operators import Actor, Operators, require
 from gateway.errors import ApiError, business, invalid
@@ -117,6 +118,14 @@ def _check_campaign(put: CampaignPut, services: Worker) -> None:
         raise invalid(f"benefit.suppliers: unknown supplier(s) {', '.join(unknown)}")
     if put.benefit.kind == "direct_recharge" and not put.benefit.suppliers:
         raise invalid("benefit.suppliers: a direct_recharge benefit needs at least one supplier")
+    if put.budget is not None and put.unit_cost is None:
+        raise invalid("budget: needs unit_cost (the cost of one granted unit)")
+    if put.daily_rollover and put.daily_stock is None:
+        raise invalid("daily_rollover: needs daily_stock")
+    try:
+        periods.zone(put.timezone)
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
 
 
 def _campaign_fields(campaign_id: str, put: CampaignPut) -> list[Any]:
@@ -142,7 +151,31 @@ def _campaign_fields(campaign_id: str, put: CampaignPut) -> list[Any]:
         # Optional fields: left out when unset, and admin_campaign.lua removes them.
         *(["unit_cost", put.unit_cost] if put.unit_cost is not None else []),
         *(["currency", put.currency] if put.currency is not None else []),
+        *_period_fields(put),
     ]
+
+
+def _period_fields(put: CampaignPut) -> list[Any]:
+    """The period budgets given, and the `periods` field the claim function reads."""
+    daily = put.daily_stock is not None or put.per_user_daily_limit is not None
+    given = {
+        "daily_stock": put.daily_stock,
+        "daily_rollover": 1 if put.daily_rollover else None,
+        "timezone": put.timezone if daily or put.timezone != "UTC" else None,
+        "per_user_daily_limit": put.per_user_daily_limit,
+        "budget": put.budget,
+        "periods": periods.periods_field(
+            daily_stock=put.daily_stock,
+            daily_rollover=put.daily_rollover,
+            per_user_daily_limit=put.per_user_daily_limit,
+            budget=put.budget,
+            unit_cost=put.unit_cost,
+            timezone=put.timezone,
+            starts_at=put.starts_at,
+            ends_at=put.ends_at,
+        ),
+    }
+    return [item for name, value in given.items() if value is not None for item in (name, value)]
 
 
 def campaign_document(campaign_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -168,6 +201,13 @@ def campaign_document(campaign_id: str, fields: dict[str, str]) -> dict[str, Any
         document["unit_cost"] = int(fields["unit_cost"])
     if "currency" in fields:
         document["currency"] = fields["currency"]
+    for name in ("daily_stock", "per_user_daily_limit", "budget"):
+        if name in fields:
+            document[name] = int(fields[name])
+    if "daily_stock" in fields:
+        document["daily_rollover"] = fields.get("daily_rollover") == "1"
+    if "timezone" in fields:
+        document["timezone"] = fields["timezone"]
     return document
 
 
