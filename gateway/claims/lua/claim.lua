@@ -30,9 +30,9 @@ local FP, CLAIM_ID, MASKED_CODE, USER_ID, DEVICE_ID, IP, REQUEST_ID, USER_FIELD,
 local CLAIM_ARGS = 9
 local RULE_ID, KIND, THRESHOLD, WINDOW_MS, MEMBER, EFFECT = 1, 2, 3, 4, 5, 6
 local RULE_ARGS = 6
--- The HMGET of the campaign reads its 10 fields (`read`), then each claim's user and device
+-- The HMGET of the campaign reads its 9 fields (`read`), then each claim's user and device
 -- fields: claim n's user field at CLAIMANTS_AT + 2n, its device's next.
-local CAMPAIGN_READ, CLAIMANTS_AT = 10, 9
+local CAMPAIGN_READ, CLAIMANTS_AT = 9, 8
 local DAY_MS = 86400000
 
 -- The call's state, set by `call`: upvalues of the helpers below, so a call builds no closure.
@@ -46,10 +46,11 @@ local keep_ms    -- voucher key -> how long that record is kept
 local rejected   -- rejection code -> count
 local newest_hit -- list log -> its newest hit, once a claim of the batch put one there
 local ev, events -- per event six entries: claim's ARGV offset, type, 2 field/value pairs
--- The period budgets, from the campaign's `periods` field (none: 0, 0, -1), and for this call
--- the local day, the next local midnight, grants today, units given back by revokes, and per
--- claim its user's daily field ('U' and the user's digest: `day,grants`) and what it held.
-local daily, rollover, user_daily, budget, unit_cost, first_day
+-- The period budgets, from the campaign's `periods` field (false when it has none), and for
+-- this call the local day, the next local midnight, grants today, units given back by
+-- revokes, and per claim its user's daily field ('U' + the user's digest: `day,grants`) and
+-- what it held.
+local periods, daily, rollover, user_daily, budget, unit_cost, first_day
 local day, midnight_ms, day_granted, returned, daily_names, daily_stored
 
 local function emit(a, kind, f1, v1, f2, v2)
@@ -184,52 +185,44 @@ local function local_day(zone)
 end
 
 -- The period budgets of a campaign that has them (docs/budgets.md): the day, the counts,
--- and the claimants' daily fields (one HMGET, with `returned`).
-local function read_periods(packed, today, claims)
+-- and the claimants' daily fields (one HMGET, with `returned` and `today`).
+local function read_periods(claims)
   local zone
   daily, rollover, user_daily, budget, unit_cost, first_day, zone =
-    string.match(packed, '^(%d+),(%d),(%d+),(%-?%d+),(%d+),(%-?%d+),(.*)$')
+    string.match(periods, '^(%d+),(%d),(%d+),(%-?%d+),(%d+),(%-?%d+),(.*)$')
   daily, rollover, user_daily = daily + 0, rollover == '1', user_daily + 0
   budget, unit_cost, first_day = budget + 0, unit_cost + 0, first_day + 0
   day_granted, daily_names = 0, {}
-  local wanted = {KEYS[1], 'returned'}
-  if daily > 0 or user_daily > 0 then
-    day, midnight_ms = local_day(zone)
-    local stored_day, count = string.match(today or '', '^(%d+),(%d+)$')
-    -- A day already counted by a clock ahead of this one (or an hour a DST change repeats)
-    -- stays the day counted.
-    if stored_day and stored_day + 0 >= day then day, day_granted = stored_day + 0, count + 0 end
-    if user_daily > 0 then
-      for nth = 1, claims do
-        local user_field = ARGV[HEAD_ARGS + (nth - 1) * args_per_claim + USER_FIELD]
-        daily_names[nth] = 'U' .. string.sub(user_field, 2)
-        wanted[2 + nth] = daily_names[nth]
-      end
-    end
+  local wanted = {KEYS[1], 'returned', 'today'}
+  for nth = 1, user_daily > 0 and claims or 0 do
+    local user_field = ARGV[HEAD_ARGS + (nth - 1) * args_per_claim + USER_FIELD]
+    daily_names[nth] = 'U' .. string.sub(user_field, 2)
+    wanted[3 + nth] = daily_names[nth]
   end
   daily_stored = redis.call('HMGET', unpack(wanted))
   returned = (daily_stored[1] or 0) + 0
+  if daily > 0 or user_daily > 0 then
+    day, midnight_ms = local_day(zone)
+    local stored_day, count = string.match(daily_stored[2] or '', '^(%d+),(%d+)$')
+    -- A day already counted by a clock ahead of this one (or an hour a DST change repeats)
+    -- stays the day counted.
+    if stored_day and stored_day + 0 >= day then day, day_granted = stored_day + 0, count + 0 end
+  end
 end
 
 -- The nth claim's user's grants today.
 local function user_today(nth)
-  local value = fields[daily_names[nth]] or daily_stored[1 + nth]
+  local value = fields[daily_names[nth]] or daily_stored[2 + nth]
   if not value then return 0 end
   local stored_day, count = string.match(value, '^(%d+),(%d+)$')
   return stored_day + 0 >= day and count + 0 or 0
 end
 
--- Why the campaign refuses the nth claim, if it does, in this order: not active, the
--- claimant's allowance, sold out, the budget, today's stock, the user's daily limit. The
--- outcome, its code, and for a daily one the ms to the next local midnight.
-local function refusal(nth, user_grants, device_grants)
-  if paused == '1' or now_ms < starts_ms + 0 or now_ms >= ends_ms + 0 then
-    return NOT_ACTIVE, 'campaign_not_active'
-  elseif user_grants >= per_user or (per_device > 0 and device_grants >= per_device) then
-    return LIMIT_REACHED, 'limit_reached'
-  elseif stock_left <= 0 then
-    return SOLD_OUT, 'sold_out'
-  elseif budget >= 0 and (granted - returned + 1) * unit_cost > budget then
+-- The period budgets' refusal of the nth claim, if any, checked after the campaign's state,
+-- the claimant's allowance and the stock: the budget, today's stock, the user's daily limit.
+-- The outcome, its code, and for a daily one the ms to the next local midnight.
+local function period_refusal(nth)
+  if budget >= 0 and (granted - returned + 1) * unit_cost > budget then
     return BUDGET_EXHAUSTED, 'budget_exhausted'
   elseif daily > 0 and (rollover and granted - returned >= daily * (day - first_day + 1)
                         or not rollover and day_granted >= daily) then
@@ -237,6 +230,12 @@ local function refusal(nth, user_grants, device_grants)
   elseif user_daily > 0 and user_today(nth) >= user_daily then
     return DAILY_LIMIT_REACHED, 'limit_reached', midnight_ms - now_ms
   end
+end
+
+-- A grant's share of the period counts: today's grants and the user's today.
+local function count_periods(nth)
+  if daily > 0 then day_granted = day_granted + 1 end
+  if user_daily > 0 then fields[daily_names[nth]] = day .. ',' .. (user_today(nth) + 1) end
 end
 
 -- Granted. The voucher: state, expiry, campaign, owner, and the fingerprint a replay is
@@ -279,18 +278,25 @@ local function decide(nth, k, a)
   if rules > 0 then
     blocking, fired, counts, windows = check_rules(k, a)
   end
-  local outcome, code, wait -- a blocking rule, else the campaign's refusal, if any
+  local outcome, code, wait -- a blocking rule, else state, allowances, stock, periods
   if blocking then
     outcome, code = blocking, blocking == DENIED and 'risk_denied' or 'challenge_required'
   else
     if rules > 0 then record_rules(k, a, counts, windows) end
-    outcome, code, wait = refusal(nth, user_grants, device_grants)
+    if paused == '1' or now_ms < starts_ms + 0 or now_ms >= ends_ms + 0 then
+      outcome, code = NOT_ACTIVE, 'campaign_not_active'
+    elseif user_grants >= per_user or (per_device > 0 and device_grants >= per_device) then
+      outcome, code = LIMIT_REACHED, 'limit_reached'
+    elseif stock_left <= 0 then
+      outcome, code = SOLD_OUT, 'sold_out'
+    elseif periods then
+      outcome, code, wait = period_refusal(nth)
+    end
   end
   allow(user_field, user_grants, user_hits, device_field, device_grants, device_hits,
         not outcome)
   if not outcome then
-    if daily > 0 then day_granted = day_granted + 1 end
-    if user_daily > 0 then fields[daily_names[nth]] = day .. ',' .. (user_today(nth) + 1) end
+    if periods then count_periods(nth) end
     return grant(a, voucher_key, fired)
   end
   if wait then -- a daily refusal is not stored: tomorrow the same request may succeed
@@ -309,7 +315,7 @@ end
 local function read(claims)
   local vouchers = {}
   local wanted = {KEYS[1], 'starts_ms', 'ends_ms', 'paused', 'stock_left', 'per_user_limit',
-                  'per_device_limit', 'voucher_ttl_s', 'granted', 'periods', 'today'}
+                  'per_device_limit', 'voucher_ttl_s', 'granted', 'periods'}
   local k, a = HEAD_KEYS, HEAD_ARGS
   for nth = 1, claims do
     vouchers[nth] = KEYS[k + VOUCHER]
@@ -319,14 +325,12 @@ local function read(claims)
   end
   records = redis.call('MGET', unpack(vouchers))
   stored = redis.call('HMGET', unpack(wanted))
-  local periods, today
-  starts_ms, ends_ms, paused, stock_left, per_user, per_device, ttl_s, granted, periods,
-    today = unpack(stored, 1, CAMPAIGN_READ)
+  starts_ms, ends_ms, paused, stock_left, per_user, per_device, ttl_s, granted, periods =
+    unpack(stored, 1, CAMPAIGN_READ)
   found = starts_ms
   per_user, per_device = (per_user or 0) + 0, (per_device or 0) + 0
   stock_left, granted = (stock_left or 0) + 0, (granted or 0) + 0
-  daily, user_daily, budget = 0, 0, -1
-  if periods then read_periods(periods, today, claims) end
+  if periods then read_periods(claims) end
 end
 
 -- Every write, in one place: counters and fields first, so an error in what follows leaves
@@ -336,7 +340,7 @@ local function write(granted_before)
     local hset, n = {KEYS[1]}, 1
     if granted ~= granted_before then
       hset[2], hset[3], hset[4], hset[5], n = 'stock_left', stock_left, 'granted', granted, 5
-      if daily > 0 then hset[6], hset[7], n = 'today', day .. ',' .. day_granted, 7 end
+      if periods and daily > 0 then hset[6], hset[7], n = 'today', day .. ',' .. day_granted, 7 end
     end
     for field, value in pairs(fields) do
       hset[n + 1], hset[n + 2], n = field, value, n + 2
