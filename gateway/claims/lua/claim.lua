@@ -159,11 +159,11 @@ local function allow(user_field, user_grants, user_hits, device_field, device_gr
   end
 end
 
--- The local day at now_ms and the next local midnight (UTC ms), from the zone's offsets
--- `o0,t1,o1,...` (offset o_k holds from instant t_k until t_(k+1)); a midnight that a
--- transition skips is that transition.
-local function local_day(zone)
-  local _, pos, offset = string.find(zone, '^(%-?%d+)')
+-- The local day at now_ms and the next local midnight (UTC ms), from the zone's offsets at
+-- `from` in `zone`: `o0,t1,o1,...` (offset o_k holds from instant t_k until t_(k+1)); a
+-- midnight that a transition skips is that transition.
+local function local_day(zone, from)
+  local _, pos, offset = string.find(zone, '^(%-?%d+)', from)
   local found, t, o, next_t, next_o
   offset, pos = offset + 0, pos + 1
   repeat
@@ -187,9 +187,9 @@ end
 -- The period budgets of a campaign that has them (docs/budgets.md): the day, the counts,
 -- and the claimants' daily fields (one HMGET, with `returned` and `today`).
 local function read_periods(claims)
-  local zone
-  daily, rollover, user_daily, budget, unit_cost, first_day, zone =
-    string.match(periods, '^(%d+),(%d),(%d+),(%-?%d+),(%d+),(%-?%d+),(.*)$')
+  local zone_at -- where the zone's offsets start in the field
+  daily, rollover, user_daily, budget, unit_cost, first_day, zone_at =
+    string.match(periods, '^(%d+),(%d),(%d+),(%-?%d+),(%d+),(%-?%d+),()')
   daily, rollover, user_daily = daily + 0, rollover == '1', user_daily + 0
   budget, unit_cost, first_day = budget + 0, unit_cost + 0, first_day + 0
   day_granted, daily_names = 0, {}
@@ -202,7 +202,7 @@ local function read_periods(claims)
   daily_stored = redis.call('HMGET', unpack(wanted))
   returned = (daily_stored[1] or 0) + 0
   if daily > 0 or user_daily > 0 then
-    day, midnight_ms = local_day(zone)
+    day, midnight_ms = local_day(periods, zone_at)
     local stored_day, count = string.match(daily_stored[2] or '', '^(%d+),(%d+)$')
     -- A day already counted by a clock ahead of this one (or an hour a DST change repeats)
     -- stays the day counted.
