@@ -184,6 +184,27 @@ async def test_without_rollover_unclaimed_stock_is_lost_for_the_day(gateway: Gat
     assert [(await answer(gateway, campaign))[0] for _ in range(3)] == [201, 201, 409]
 
 
+async def fcalls(gw: Gateway) -> int:
+    return int((await gw.redis.info("commandstats"))["cmdstat_fcall"]["calls"])
+
+
+async def test_the_worker_answers_come_back_tomorrow_itself_but_never_past_midnight(
+    gateway: Gateway,
+) -> None:
+    midnight = utc(2027, 2, 10, 23, 0)  # in Berlin
+    clock = on_clock(gateway, midnight - timedelta(seconds=0.3))
+    campaign = await put(gateway, daily_stock=1, timezone="Europe/Berlin")
+    assert (await answer(gateway, campaign))[0] == 201
+    assert await answer(gateway, campaign) == (409, "daily_stock_exhausted", "1", None)
+    before = await fcalls(gateway)
+    clock.set(midnight - timedelta(seconds=0.1))  # the flag is up: no FCALL
+    assert await answer(gateway, campaign) == (409, "daily_stock_exhausted", "1", None)
+    assert await fcalls(gateway) == before
+    clock.set(midnight)  # within the flag's 0.5 s, but a new day: decided in Valkey, granted
+    assert (await answer(gateway, campaign))[0] == 201
+    assert await fcalls(gateway) == before + 1
+
+
 # -- per-user daily limit ---------------------------------------------------------------------
 
 
