@@ -46,12 +46,14 @@ local keep_ms    -- voucher key -> how long that record is kept
 local rejected   -- rejection code -> count
 local newest_hit -- list log -> its newest hit, once a claim of the batch put one there
 local ev, events -- per event six entries: claim's ARGV offset, type, 2 field/value pairs
--- The period budgets, from the campaign's `periods` field (false when it has none), and for
--- this call the local day, the next local midnight, grants today, units given back by
--- revokes, and per claim its user's daily field ('U' + the user's digest: `day,grants`) and
--- what it held.
-local periods, daily, rollover, user_daily, budget, unit_cost, first_day
-local day, midnight_ms, day_granted, returned, daily_names, daily_stored
+-- The period budgets (the campaign's `periods` field, false when it has none) for this call:
+-- the `granted` count at which the budget and today's stock refuse (CAP without them) and
+-- the lower of the two (-CAP with a user daily limit, checked per claim); the local day, the
+-- next local midnight, grants today before the call; per claim its user's daily field
+-- ('U' + the user's digest, `day,grants`) and what it held.
+local CAP = 1 / 0 -- infinity (the math library is not there while the chunk loads)
+local periods, user_daily, budget_cap, daily_cap, period_cap
+local day, midnight_ms, day_granted, daily_names, daily_stored
 
 local function emit(a, kind, f1, v1, f2, v2)
   local e = 6 * events
@@ -185,14 +187,16 @@ local function local_day(zone, from)
 end
 
 -- The period budgets of a campaign that has them (docs/budgets.md): the day, the counts,
--- and the claimants' daily fields (one HMGET, with `returned` and `today`).
+-- the caps, and the claimants' daily fields (one HMGET, with `returned` and `today`). A grant
+-- passes the budget while (granted - returned + 1) * unit_cost <= budget, and today's stock
+-- while grants today < daily (with rollover: granted - returned < daily * days so far).
 local function read_periods(claims)
-  local zone_at -- where the zone's offsets start in the field
+  local daily, rollover, budget, unit_cost, first_day, zone_at
   daily, rollover, user_daily, budget, unit_cost, first_day, zone_at =
     string.match(periods, '^(%d+),(%d),(%d+),(%-?%d+),(%d+),(%-?%d+),()')
   daily, rollover, user_daily = daily + 0, rollover == '1', user_daily + 0
   budget, unit_cost, first_day = budget + 0, unit_cost + 0, first_day + 0
-  day_granted, daily_names = 0, {}
+  day_granted, daily_names, budget_cap, daily_cap = 0, {}, CAP, CAP
   local wanted = {KEYS[1], 'returned', 'today'}
   for nth = 1, user_daily > 0 and claims or 0 do
     local user_field = ARGV[HEAD_ARGS + (nth - 1) * args_per_claim + USER_FIELD]
@@ -200,7 +204,8 @@ local function read_periods(claims)
     wanted[3 + nth] = daily_names[nth]
   end
   daily_stored = redis.call('HMGET', unpack(wanted))
-  returned = (daily_stored[1] or 0) + 0
+  local returned = (daily_stored[1] or 0) + 0
+  if budget >= 0 and unit_cost > 0 then budget_cap = returned + math.floor(budget / unit_cost) end
   if daily > 0 or user_daily > 0 then
     day, midnight_ms = local_day(periods, zone_at)
     local stored_day, count = string.match(daily_stored[2] or '', '^(%d+),(%d+)$')
@@ -208,6 +213,11 @@ local function read_periods(claims)
     -- stays the day counted.
     if stored_day and stored_day + 0 >= day then day, day_granted = stored_day + 0, count + 0 end
   end
+  if daily > 0 then
+    daily_cap = rollover and returned + daily * (day - first_day + 1)
+                or granted + daily - day_granted
+  end
+  period_cap = user_daily > 0 and -CAP or math.min(budget_cap, daily_cap)
 end
 
 -- The nth claim's user's grants today.
@@ -222,20 +232,13 @@ end
 -- the claimant's allowance and the stock: the budget, today's stock, the user's daily limit.
 -- The outcome, its code, and for a daily one the ms to the next local midnight.
 local function period_refusal(nth)
-  if budget >= 0 and (granted - returned + 1) * unit_cost > budget then
+  if granted >= budget_cap then
     return BUDGET_EXHAUSTED, 'budget_exhausted'
-  elseif daily > 0 and (rollover and granted - returned >= daily * (day - first_day + 1)
-                        or not rollover and day_granted >= daily) then
+  elseif granted >= daily_cap then
     return DAILY_STOCK_EXHAUSTED, 'daily_stock_exhausted', midnight_ms - now_ms
   elseif user_daily > 0 and user_today(nth) >= user_daily then
     return DAILY_LIMIT_REACHED, 'limit_reached', midnight_ms - now_ms
   end
-end
-
--- A grant's share of the period counts: today's grants and the user's today.
-local function count_periods(nth)
-  if daily > 0 then day_granted = day_granted + 1 end
-  if user_daily > 0 then fields[daily_names[nth]] = day .. ',' .. (user_today(nth) + 1) end
 end
 
 -- Granted. The voucher: state, expiry, campaign, owner, and the fingerprint a replay is
@@ -289,14 +292,14 @@ local function decide(nth, k, a)
       outcome, code = LIMIT_REACHED, 'limit_reached'
     elseif stock_left <= 0 then
       outcome, code = SOLD_OUT, 'sold_out'
-    elseif periods then
+    elseif granted >= period_cap then
       outcome, code, wait = period_refusal(nth)
     end
   end
   allow(user_field, user_grants, user_hits, device_field, device_grants, device_hits,
         not outcome)
   if not outcome then
-    if periods then count_periods(nth) end
+    if user_daily > 0 then fields[daily_names[nth]] = day .. ',' .. (user_today(nth) + 1) end
     return grant(a, voucher_key, fired)
   end
   if wait then -- a daily refusal is not stored: tomorrow the same request may succeed
@@ -330,6 +333,7 @@ local function read(claims)
   found = starts_ms
   per_user, per_device = (per_user or 0) + 0, (per_device or 0) + 0
   stock_left, granted = (stock_left or 0) + 0, (granted or 0) + 0
+  period_cap, daily_cap, user_daily = CAP, CAP, 0
   if periods then read_periods(claims) end
 end
 
@@ -340,7 +344,9 @@ local function write(granted_before)
     local hset, n = {KEYS[1]}, 1
     if granted ~= granted_before then
       hset[2], hset[3], hset[4], hset[5], n = 'stock_left', stock_left, 'granted', granted, 5
-      if periods and daily > 0 then hset[6], hset[7], n = 'today', day .. ',' .. day_granted, 7 end
+      if daily_cap ~= CAP then
+        hset[6], hset[7], n = 'today', day .. ',' .. (day_granted + granted - granted_before), 7
+      end
     end
     for field, value in pairs(fields) do
       hset[n + 1], hset[n + 2], n = field, value, n + 2
