@@ -133,7 +133,10 @@ def claim_script_constants(settings: Settings) -> str:
 
 def until_midnight(code: str, ms: float) -> ApiError:
     """A daily refusal, with Retry-After: the seconds to the next local midnight (at least 1)."""
-    return business(code, {"Retry-After": str(max(1, math.ceil(ms / 1000)))})
+    error = business(code, {"Retry-After": str(max(1, math.ceil(ms / 1000)))})
+    if code == "limit_reached":
+        error.message = "this user already has today's allowance; retry after the indicated time"
+    return error
 
 
 class ClaimDesk:

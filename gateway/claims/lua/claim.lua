@@ -50,10 +50,10 @@ local ev, events -- per event six entries: claim's ARGV offset, type, 2 field/va
 -- the `granted` count at which the budget and today's stock refuse (CAP without them) and
 -- the lower of the two (-CAP with a user daily limit, checked per claim); the local day, the
 -- next local midnight, grants today before the call; per claim its user's daily field
--- ('U' + the user's digest, `day,grants`) and what it held.
+-- ('U' + the user's digest, `day,grants`) and what it held, and the claim's user's count.
 local CAP = 1 / 0 -- infinity (the math library is not there while the chunk loads)
 local periods, user_daily, budget_cap, daily_cap, period_cap
-local day, midnight_ms, day_granted, daily_names, daily_stored
+local day, day_prefix, midnight_ms, day_granted, daily_names, daily_stored, user_count
 
 local function emit(a, kind, f1, v1, f2, v2)
   local e = 6 * events
@@ -212,6 +212,7 @@ local function read_periods(claims)
     -- A day already counted by a clock ahead of this one (or an hour a DST change repeats)
     -- stays the day counted.
     if stored_day and stored_day + 0 >= day then day, day_granted = stored_day + 0, count + 0 end
+    day_prefix = day .. ','
   end
   if daily > 0 then
     daily_cap = rollover and returned + daily * (day - first_day + 1)
@@ -236,8 +237,11 @@ local function period_refusal(nth)
     return BUDGET_EXHAUSTED, 'budget_exhausted'
   elseif granted >= daily_cap then
     return DAILY_STOCK_EXHAUSTED, 'daily_stock_exhausted', midnight_ms - now_ms
-  elseif user_daily > 0 and user_today(nth) >= user_daily then
-    return DAILY_LIMIT_REACHED, 'limit_reached', midnight_ms - now_ms
+  elseif user_daily > 0 then
+    user_count = user_today(nth)
+    if user_count >= user_daily then
+      return DAILY_LIMIT_REACHED, 'limit_reached', midnight_ms - now_ms
+    end
   end
 end
 
@@ -299,7 +303,7 @@ local function decide(nth, k, a)
   allow(user_field, user_grants, user_hits, device_field, device_grants, device_hits,
         not outcome)
   if not outcome then
-    if user_daily > 0 then fields[daily_names[nth]] = day .. ',' .. (user_today(nth) + 1) end
+    if user_daily > 0 then fields[daily_names[nth]] = day_prefix .. (user_count + 1) end
     return grant(a, voucher_key, fired)
   end
   if wait then -- a daily refusal is not stored: tomorrow the same request may succeed
@@ -345,7 +349,7 @@ local function write(granted_before)
     if granted ~= granted_before then
       hset[2], hset[3], hset[4], hset[5], n = 'stock_left', stock_left, 'granted', granted, 5
       if daily_cap ~= CAP then
-        hset[6], hset[7], n = 'today', day .. ',' .. (day_granted + granted - granted_before), 7
+        hset[6], hset[7], n = 'today', day_prefix .. (day_granted + granted - granted_before), 7
       end
     end
     for field, value in pairs(fields) do
