@@ -12,8 +12,10 @@ is built by the worker's own ClaimDesk and ClaimBatcher, on a clock that steps 0
 claim, so two runs of one code decide the same claims at the same times.
 
 `--periods` gives the campaign a daily_stock, a budget (and unit_cost) and the Europe/Berlin
-time zone, all large enough for every claim to be granted; `--user-daily` a per-user daily
-limit. Prints the instructions (Ir) of the measured phase per grant: the whole server, and inside
+time zone, all large enough for every claim to be granted, and ends it in 2027 instead of 2099;
+`--user-daily` adds a per-user daily limit.
+
+Prints the instructions (Ir) of the measured phase per grant: the whole server, and inside
 `fcallCommand` only (the call's Lua and commands, without reading and parsing it).
 """
 
@@ -139,14 +141,14 @@ class Sale:
 
     async def open(self, stock: int) -> None:
         await self.scripts.load_all()
-        put = CampaignPut(
-            starts_at=datetime(2025, 1, 1, tzinfo=UTC),
-            ends_at=datetime(2099, 1, 1, tzinfo=UTC),
-            benefit=Benefit(kind="voucher"),
-            stock=stock,
-            per_user_limit=1,
-            **self.periods,
-        )
+        fields: dict[str, Any] = {
+            "starts_at": datetime(2025, 1, 1, tzinfo=UTC),
+            "ends_at": datetime(2099, 1, 1, tzinfo=UTC),
+            "benefit": Benefit(kind="voucher"),
+            "stock": stock,
+            "per_user_limit": 1,
+        }
+        put = CampaignPut(**(fields | self.periods))
         tag = keys.shard_tag(self.campaign)
         await self.scripts.admin_campaign(
             keys=[keys.campaign(tag, self.campaign), keys.events(tag)],
@@ -179,6 +181,8 @@ async def replay(args: argparse.Namespace, port: int, pid: int) -> tuple[int, in
     periods: dict[str, Any] = {}
     if args.periods:
         periods |= {"daily_stock": total, "timezone": "Europe/Berlin"}
+        # Two years (a daily field allows 20 at most): four daylight-saving changes.
+        periods |= {"ends_at": datetime(2027, 1, 1, tzinfo=UTC)}
         periods |= {"unit_cost": 100, "currency": "EUR", "budget": 100 * total}
     if args.user_daily:
         periods |= {"per_user_daily_limit": 1}

@@ -23,6 +23,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 DAY_MS = 86_400_000
 STEP = timedelta(hours=6)  # zone offsets are sampled this often; a transition is bisected
 MARGIN = timedelta(days=1)
+# The table is computed at each PUT (and read by every claim): a campaign with a daily field
+# may last this long at most.
+LONGEST = timedelta(days=20 * 366)
 
 
 @functools.cache
@@ -92,6 +95,12 @@ def periods_field(
         return None
     tz = zone(timezone)
     daily = daily_stock is not None or per_user_daily_limit is not None
+    if daily and not datetime(1900, 1, 1, tzinfo=UTC) <= starts_at <= ends_at < datetime(
+        9000, 1, 1, tzinfo=UTC
+    ):
+        raise ValueError("starts_at: a campaign with a daily field runs between 1900 and 9000")
+    if daily and ends_at - starts_at > LONGEST:
+        raise ValueError("ends_at: a campaign with a daily field may last at most 20 years")
     table = offsets(tz, starts_at, ends_at) if daily else [0]
     first_day = local_day(tz, int(starts_at.timestamp() * 1000)) if daily else 0
     head = [

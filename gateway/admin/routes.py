@@ -223,6 +223,10 @@ async def put_campaign(request: web.Request) -> web.Response:
     campaign_id = path_id(request, "campaign_id")
     put = decode(campaign_decoder, await _body(request, services))
     _check_campaign(put, services)
+    try:
+        fields = _campaign_fields(campaign_id, put)
+    except ValueError as exc:  # the period fields' time range
+        raise invalid(str(exc)) from None
     tag = keys.shard_tag(campaign_id)
     _, now_text = _now()
     created = await redis_call(
@@ -235,7 +239,7 @@ async def put_campaign(request: web.Request) -> web.Response:
                 services.settings.redis.stream_max_len,
                 put.stock,
                 *_actor_args(request),
-                *_campaign_fields(campaign_id, put),
+                *fields,
             ],
         ),
     )

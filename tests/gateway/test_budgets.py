@@ -381,6 +381,8 @@ async def test_the_admin_document_echoes_the_fields_and_a_put_without_them_drops
         ({"per_user_daily_limit": 0}, "per_user_daily_limit"),
         ({"daily_rollover": True}, "daily_rollover"),
         ({"daily_rollover": "yes", "daily_stock": 1}, "daily_rollover"),
+        ({"daily_stock": 1, "ends_at": "2050-01-01T00:00:00Z"}, "ends_at"),
+        ({"daily_stock": 1, "starts_at": "0001-01-01T00:00:00Z"}, "starts_at"),
     ],
 )
 async def test_bad_period_fields_are_400_naming_the_field(
