@@ -152,6 +152,7 @@ async def test_period_budgets_cost_no_extra_round_trip(gateway_factory: Any) -> 
     granted or refused (budget, the day's stock, a user's day)."""
     async with gateway_factory(EVERYTHING_ON) as gw:
         campaign = await gw.put_campaign(
+            ends_at="2035-01-01T00:00:00Z",  # a daily field allows 20 years at most
             stock=1000,
             per_user_limit=10,
             daily_stock=CLAIMS,
