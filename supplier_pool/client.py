@@ -23,6 +23,11 @@ class OrderResult(msgspec.Struct, frozen=True):
     order_id: str
     status: OrderStatus
     supplier_ref: str = ""
+    # A redemption link (link benefits): a bearer secret, so it is kept out of every repr.
+    link: str = ""
+
+    def __repr__(self) -> str:
+        return f"OrderResult({self.order_id!r}, {self.status!r}, {self.supplier_ref!r})"
 
 
 class UnknownOutcome(Exception):

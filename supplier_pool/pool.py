@@ -43,6 +43,11 @@ class Delivered(msgspec.Struct, frozen=True):
 
     supplier_id: str
     supplier_ref: str
+    # The supplier's redemption link, for link benefits ('' otherwise); never in a repr.
+    link: str = ""
+
+    def __repr__(self) -> str:
+        return f"Delivered({self.supplier_id!r}, {self.supplier_ref!r})"
 
 
 class Pending(msgspec.Struct, frozen=True):
@@ -178,7 +183,7 @@ class SupplierPool:
         if result is None or result.status == "failed":
             return Failed()
         if result.status == "success":
-            return Delivered(supplier_id, result.supplier_ref)
+            return Delivered(supplier_id, result.supplier_ref, result.link)
         return Pending(supplier_id)
 
     def force_open(self, supplier_id: str) -> None:
@@ -314,7 +319,7 @@ class SupplierPool:
 
 def _verdict(supplier_id: str, result: OrderResult) -> Delivered | Pending | None:
     if result.status == "success":
-        return Delivered(supplier_id, result.supplier_ref)
+        return Delivered(supplier_id, result.supplier_ref, result.link)
     if result.status == "processing":
         return Pending(supplier_id)
     return None

@@ -8,6 +8,9 @@ Fault order on every order route: down, latency, error_rate (500, nothing create
 only, timeout_rate (sleep `timeout_s`; the order exists first only with `commit_before_timeout`).
 A POST's body is read before the faults, so a caller that goes away during `latency_ms` still
 gets its order placed (the case a crashed gateway worker must reconcile).
+
+A supplier serves links (link benefits) for the skus in its `link_skus`: each such order gets a
+random redemption link, answered as `"link"` once the order is a success.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class Knobs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     processing_s: float = 0.0
     down: bool = False
     down_mode: Literal["503", "close"] = "503"
+    link_skus: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("failure_rate", "error_rate", "timeout_rate"):
@@ -75,6 +79,7 @@ class _Order:
     created_at: float  # unix seconds
     status: str
     ready_at: float | None = None  # monotonic time when "processing" becomes "success"
+    link: str = ""
 
     def current_status(self) -> str:
         if self.ready_at is not None and time.monotonic() >= self.ready_at:
@@ -82,11 +87,11 @@ class _Order:
         return self.status
 
     def answer(self) -> dict[str, str]:
-        return {
-            "order_id": self.order_id,
-            "status": self.current_status(),
-            "supplier_ref": self.supplier_ref,
-        }
+        status = self.current_status()
+        answer = {"order_id": self.order_id, "status": status, "supplier_ref": self.supplier_ref}
+        if self.link and status == "success":
+            answer["link"] = self.link
+        return answer
 
     def log_row(self) -> dict[str, Any]:
         return {
@@ -96,6 +101,7 @@ class _Order:
             "sku": self.sku,
             "account": self.account,
             "supplier_ref": self.supplier_ref,
+            "link": self.link,
             "created_at": self.created_at,
         }
 
@@ -144,6 +150,10 @@ class Simulator:
         ref = f"{supplier.name}-{len(supplier.orders) + 1}"
         order = _Order(supplier.name, req.order_id, req.sku, req.account, ref, time.time(), status)
         order.ready_at = ready_at
+        if req.sku in knobs.link_skus:
+            order.link = (
+                f"https://links.example/{supplier.name}/{supplier.rng.getrandbits(128):032x}"
+            )
         supplier.orders[req.order_id] = order
         supplier.stats["created"] += 1
         self.log.append(order)

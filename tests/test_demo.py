@@ -97,7 +97,7 @@ def test_every_printed_command_runs_as_printed_one_per_benefit_kind(tmp_path: Pa
     try:
         text = read_until_examples(process, timeout_s=60)
         blocks = command_blocks(text + "\n")
-        assert sorted(blocks) == ["1", "2", "3", "4", "5"], text
+        assert sorted(blocks) == ["1", "2", "3", "4", "5", "6"], text
         assert "<" not in "".join(blocks.values())  # no placeholder left to fill in
         assert "stats count only the refusals Valkey decided" in text
         assert "in-process sold-out" in text
@@ -105,7 +105,8 @@ def test_every_printed_command_runs_as_printed_one_per_benefit_kind(tmp_path: Pa
         assert claim.stdout.startswith("HTTP/1.1 201"), claim
         code = json.loads(claim.stdout.split("\n\n", 1)[1])["voucher"]["code"]
         deliveries = {}
-        for step, kind in (("2", "voucher"), ("3", "direct_recharge"), ("4", "card_secret")):
+        steps = (("2", "voucher"), ("3", "direct_recharge"), ("4", "card_secret"), ("5", "link"))
+        for step, kind in steps:
             result = bash(blocks[step], tmp_path)
             assert result.returncode == 0, (step, result)
             status, body = result.stdout.split("voucher ", 1)[1].split("\n", 1)[1].split("\n\n", 1)
@@ -117,7 +118,8 @@ def test_every_printed_command_runs_as_printed_one_per_benefit_kind(tmp_path: Pa
         assert deliveries["2"]["voucher_code"] == code  # the claim's own code was redeemed
         assert deliveries["3"]["delivery"]["supplier"] in ("alpha", "beta")
         assert deliveries["4"]["delivery"]["secret"]
-        rest = bash(blocks["5"], tmp_path)
+        assert deliveries["5"]["delivery"]["url"].startswith("https://")
+        rest = bash(blocks["6"], tmp_path)
         assert rest.returncode == 0, rest
         assert '"granted":1' in rest.stdout.replace(" ", ""), rest.stdout
         assert "gateway_claims_total" in rest.stdout

@@ -25,6 +25,7 @@ SHARED = {
     "gateway.settings",
     "gateway.codes",
     "gateway.list_hits",
+    "gateway.challenges",
     "gateway.timefmt",
     "gateway.randomness",
 }

@@ -116,8 +116,11 @@ def _check_campaign(put: CampaignPut, services: Worker) -> None:
     unknown = [s for s in put.benefit.suppliers if s not in known]
     if unknown:
         raise invalid(f"benefit.suppliers: unknown supplier(s) {', '.join(unknown)}")
-    if put.benefit.kind == "direct_recharge" and not put.benefit.suppliers:
-        raise invalid("benefit.suppliers: a direct_recharge benefit needs at least one supplier")
+    kind = put.benefit.kind
+    if kind in ("direct_recharge", "link") and not put.benefit.suppliers:
+        raise invalid(f"benefit.suppliers: a {kind} benefit needs at least one supplier")
+    if kind == "link" and services.data_key is None:
+        raise ApiError(503, "unavailable", "no data key configured to seal links")
     if put.budget is not None and put.unit_cost is None:
         raise invalid("budget: needs unit_cost (the cost of one granted unit)")
     if put.daily_rollover and put.daily_stock is None:

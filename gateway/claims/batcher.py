@@ -2,10 +2,10 @@
 
 `lua/claim.lua` decides a batch in turn, exactly as one call each would, sharing the reads
 and writes of the campaign (docs/design/claim-script.md). A batch holds the claims submitted
-in one loop turn with the same shape (campaign, client, velocity rules carried, nonce or not:
-the layout of their keys and arguments) and is sent at the end of the turn, or at once when
-it holds CLAIMS_PER_CALL claims, so Valkey starts on it while the worker still parses the
-requests behind it. Nothing waits for a batch to fill.
+in one loop turn with the same shape (campaign, client, velocity rules carried, nonce or not,
+challenge pass or not: the layout of their keys and arguments) and is sent at the end of the
+turn, or at once when it holds CLAIMS_PER_CALL claims, so Valkey starts on it while the worker
+still parses the requests behind it. Nothing waits for a batch to fill.
 """
 
 from __future__ import annotations

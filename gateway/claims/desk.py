@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import codes
+from gateway import challenges, codes
 from gateway.claims.batcher import ClaimBatcher
 from gateway.claims.layout import (
     DAILY_OUTCOMES,
@@ -44,6 +44,7 @@ from gateway.valkey import keys
 from gateway.valkey.calls import redis_call
 from ratelimit.prefilter import LocalBlocks
 from ratelimit.rules import Limit, limit_key_prefix
+from risk.challenge import SPENT_TTL_S, PassCheck
 from risk.lists import RiskLists
 from risk.rules import KINDS, RiskRule, velocity_key
 from risk.signing import NONCE_TTL_S, nonce_key_suffix
@@ -55,6 +56,7 @@ CLAIMANT_FIELDS = {"user": "u", "device": "d"}  # limit dimension -> allowance f
 # < 1 s, so stock added (or a pause) later is seen within a second. The flag also says
 # "come back tomorrow" after a daily_stock_exhausted, for as long but never past the midnight.
 SOLD_OUT_FLAG_S = 0.5
+RULE_REFUSALS: dict[int, str] = {Outcome.CHALLENGE: "challenge", Outcome.DENIED: "deny"}
 
 
 KEYRINGS_KEPT = 4096  # campaign ids come from request paths: the cache must stay bounded
@@ -123,6 +125,7 @@ def claim_script_constants(settings: Settings) -> str:
     keep_d, span_d = in_fields.get("d", ("false", "false"))
     return (
         f"local IDEMPOTENCY_TTL_S, NONCE_TTL_MS = {IDEMPOTENCY_TTL_S}, {NONCE_TTL_S * 1000}\n"
+        f"local PASS_TTL_MS = {SPENT_TTL_S * 1000}\n"
         f"local STREAM_MAX_LEN = {settings.redis.stream_max_len}\n"
         f"local LIMITS = {{{', '.join(entries)}}}\n"
         f"local LIST_LOGS = {lists}\n"
@@ -169,6 +172,7 @@ class ClaimDesk:
         self._in_flight: set[tuple[str, str]] = set()
         self.prefilter = LocalBlocks()
         self._list_hits = ListHits(scripts, settings.redis.stream_max_len)
+        self._passes = challenges.ChallengePasses(settings.clients, clock)
 
     async def decide(
         self, campaign_id: str, req: ClaimRequest, caller: Caller, idem_key: str
@@ -224,6 +228,9 @@ class ClaimDesk:
             if caller.nonce
             else []
         )
+        # A challenge pass matters only where a rule may challenge: it is spent by the call.
+        check = self._passes.check(caller, req.user_id, req.device_id) if rules else None
+        pass_keys = challenges.spend_keys(tag, caller, check)
         now_ms = int(now * 1000)
         claim = ClaimArgs(
             fp=request_fp,
@@ -238,17 +245,19 @@ class ClaimDesk:
         )
         # Claims of one shape in this loop turn go in one call, led by the campaign's keys and
         # the first claim's clock.
-        shape = (campaign_id, caller.client_id, len(rules), len(nonce_keys))
+        shape = (campaign_id, caller.client_id, len(rules), len(nonce_keys), len(pass_keys))
         decided = self._batches.submit(
             shape,
             (ring.campaign, ring.rejections, ring.events),
             Head(now_ms, rfc3339_ms(now_ms), campaign_id, caller.client_id, *shape[2:]),
-            claim_keys(voucher_key, [limit_keys[i] for i in self._listed], rule_keys, nonce_keys),
+            claim_keys(
+                voucher_key, [limit_keys[i] for i in self._listed], rule_keys, nonce_keys, pass_keys
+            ),
             [*claim, *rule_args] if rule_args else claim,
         )
         result = await redis_call("claim", decided)
         return self._answer(
-            result, campaign_id, req, code, claim_id, request_fp, limit_keys, rules, now
+            result, campaign_id, req, code, claim_id, request_fp, limit_keys, rules, check, now
         )
 
     def _check_local(
@@ -313,12 +322,15 @@ class ClaimDesk:
         request_fp: str,
         limit_keys: list[str],
         rules: list[RiskRule],
+        check: PassCheck | None,
         now: float,
     ) -> Answer:
         outcome = int(reply.outcome)
-        for index in reply.fired.split(b",") if reply.fired else ():
-            rule = rules[int(index) - 1]
+        fired = [rules[int(i) - 1] for i in reply.fired.split(b",")] if reply.fired else []
+        for rule in fired:
             metrics.risk_decisions.labels(rule.id, rule.decision, rule.mode).inc()
+        if rules:
+            challenges.count("claim", check, RULE_REFUSALS.get(outcome, ""), fired)
         if outcome == Outcome.OK:
             metrics.claims.labels("granted").inc()
             metrics.stock_left.labels(campaign_id).set(int(reply.b))

@@ -11,14 +11,19 @@ from typing import Any, NamedTuple
 from gateway.records import Outcome
 
 HEAD_KEYS = ("campaign", "rejections", "events")  # a batch's first keys, then each claim's:
-CLAIM_KEYS = ("voucher", "list_logs", "rule_keys", "nonce")  # list logs and rules: 0 or more
+# List logs and rules: 0 or more; nonce and pass_nonce: 0 or 1.
+CLAIM_KEYS = ("voucher", "list_logs", "rule_keys", "nonce", "pass_nonce")
 
 
 def claim_keys(
-    voucher: str, list_logs: list[str], rule_keys: list[str], nonce: list[str]
+    voucher: str,
+    list_logs: list[str],
+    rule_keys: list[str],
+    nonce: list[str],
+    pass_nonce: list[str],
 ) -> list[str]:
-    """One claim's keys in CLAIM_KEYS order (`nonce`: its key, or none)."""
-    return [voucher, *list_logs, *rule_keys, *nonce]
+    """One claim's keys in CLAIM_KEYS order (`nonce`, `pass_nonce`: its key, or none)."""
+    return [voucher, *list_logs, *rule_keys, *nonce, *pass_nonce]
 
 
 class Head(NamedTuple):
@@ -30,6 +35,7 @@ class Head(NamedTuple):
     client_id: str
     rules: int  # velocity rules each claim of the batch carries
     nonce: int  # 1 when each claim carries a nonce key
+    passes: int  # 1 when each claim carries a challenge pass's nonce key
 
 
 class ClaimArgs(NamedTuple):

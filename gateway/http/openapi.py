@@ -305,6 +305,15 @@ IDEMPOTENCY_KEY = {
     "answers the first response again, with `Idempotent-Replayed: true`",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
 }
+CHALLENGE_PASS = {
+    "name": "X-Challenge-Pass",
+    "in": "header",
+    "required": False,
+    "description": "EXP.NONCE.SIG, minted by the client's backend after a captcha: lifts a "
+    "`challenge` decision once for this user and device (docs/challenges.md)",
+    # Not a pattern: a malformed pass is answered as any bad pass is (403), never 400.
+    "schema": {"type": "string"},
+}
 HEADERS = {
     "X-Request-Id": {
         "description": "This request's id; equals `error.request_id` in an error body",
@@ -361,6 +370,8 @@ def _operation(route: Route) -> dict[str, Any]:
     parameters = _path_parameters(route.path)
     if route.idempotent:
         parameters.append(IDEMPOTENCY_KEY)
+    if RISK[403] in route.errors.values():
+        parameters.append(CHALLENGE_PASS)
     if parameters:
         operation["parameters"] = parameters
     if route.request is not None:

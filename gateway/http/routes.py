@@ -10,8 +10,9 @@ way and gets aiohttp's own responses.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
@@ -36,6 +37,8 @@ from gateway.models import Caller, claim_decoder, redeem_decoder
 from gateway.redemptions.desk import RedeemDesk
 from gateway.settings import Settings
 from gateway.telemetry import metrics
+from gateway.valkey import streams
+from gateway.valkey.calls import UNREACHABLE
 
 
 class Worker(Protocol):
@@ -47,6 +50,7 @@ class Worker(Protocol):
     claims: ClaimDesk
     redemptions: RedeemDesk
     views: CampaignViews
+    redis: Any
 
     async def ready(self) -> bool: ...
 
@@ -61,7 +65,13 @@ async def _intake(request: web.Request, services: Worker) -> tuple[Caller, bytes
     server = services.settings.server
     body = await read_body(request, server.max_body_bytes, server.body_timeout_s)
     nonce = services.clients.check_signature(client, request, body)
-    caller = Caller(client.id, services.client_ip(request), request[REQUEST_ID], nonce)
+    caller = Caller(
+        client.id,
+        services.client_ip(request),
+        request[REQUEST_ID],
+        nonce,
+        request.headers.get("X-Challenge-Pass"),
+    )
     return caller, body
 
 
@@ -171,7 +181,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_text(request: web.Request) -> web.Response:
-    body, content_type = metrics.render()
+    try:
+        async with asyncio.timeout(1.0):
+            trimmed: int | None = await streams.trimmed_unread(request.app[WORKER].redis)
+    except (TimeoutError, *UNREACHABLE):
+        trimmed = None  # the scrape still answers, without the Valkey-derived families
+    body, content_type = metrics.render(trimmed)
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
     return response

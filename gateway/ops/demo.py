@@ -19,6 +19,7 @@ from gateway.ops.server import Master
 from gateway.settings import Settings, load
 
 SIM_PORT = 9100
+LINK_SKU = "ebook-1"  # the simulated suppliers answer a redemption link for this sku
 
 
 def _request(method: str, url: str, token: str, body: object | None = None) -> int:
@@ -79,6 +80,12 @@ def _campaigns() -> dict[str, dict[str, object]]:
             "stock": 50,
             "benefit": {"kind": "card_secret", "sku": "gift-25"},
         },
+        "demo-links": {
+            **window,
+            "name": "E-book download links",
+            "stock": 200,
+            "benefit": {"kind": "link", "sku": LINK_SKU, "suppliers": ["alpha", "beta"]},
+        },
     }
 
 
@@ -122,12 +129,13 @@ def _print_examples(settings: Settings, public: str, admin: str) -> None:
     user = f"demo-user-{secrets.token_hex(3)}"
     key = secrets.token_hex(8)
     auth = f"-H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json'"
-    sale, topup, cards = (
+    sale, topup, cards, link = (
         _claim_and_redeem(public, auth, "demo-flash-sale", f"{key}-sale", user),
         _claim_and_redeem(
             public, auth, "demo-recharge", f"{key}-topup", user, ', "account": "+15550100"'
         ),
         _claim_and_redeem(public, auth, "demo-cards", f"{key}-cards", user),
+        _claim_and_redeem(public, auth, "demo-links", f"{key}-links", user),
     )
     print(
         f"""
@@ -150,7 +158,11 @@ curl -si {auth} -H 'Idempotency-Key: {key}-sale' \\
 # 4. A card secret (demo-cards): claim, then redeem (200 delivered, with card_no and secret)
 {cards}
 
-# 5. Campaign state, admin stats, metrics, events. Sold-outs are counted differently: admin
+# 5. A link (demo-links): claim, then redeem (200 delivered, with the supplier's url;
+#    stored sealed, shown to this client only)
+{link}
+
+# 6. Campaign state, admin stats, metrics, events. Sold-outs are counted differently: admin
 #    stats count only the refusals Valkey decided; /metrics also counts the sold_out answers
 #    a worker gave from its in-process sold-out flag without asking Valkey, so after a
 #    sell-out /metrics shows more sold_out than the stats do.
@@ -174,7 +186,7 @@ def run_demo(config: str, workers: int | None = None) -> int:
     settings = load(config)
     # The host first: a second demo (or a gateway on these ports) is refused before the
     # running one's data is touched.
-    host = Host.claim(settings)
+    host = Host.claim(settings, workers)
     if host.lock is not None and Path(settings.redis.data_dir).parts[:1] == ("var",):
         host.lock.wipe()  # a fresh demo every time
     sim = subprocess.Popen(
@@ -189,6 +201,8 @@ def run_demo(config: str, workers: int | None = None) -> int:
             "alpha",
             "--supplier",
             "beta",
+            "--knobs",
+            orjson.dumps({s: {"link_skus": [LINK_SKU]} for s in ("alpha", "beta")}).decode(),
         ],
     )
     try:

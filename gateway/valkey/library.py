@@ -14,6 +14,9 @@ A server that lost the library (a restart without persistence, a new cluster pri
 "Function not found": the library is loaded again (on every primary of a cluster) and the call
 retried once, as NOSCRIPT reloads a script. The digest names the library and its functions,
 so gateways of two versions or configurations can share a server during a rolling deploy.
+
+In the `fsync` and `replica` durability modes (gateway/valkey/durability.py) every script call
+is answered once its wait says the change is kept: callers see no difference but the time.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from gateway.valkey.calls import function_lost
+from gateway.valkey.durability import Durability
 
 # The package whose invariant each script guards, and so holds its .lua file.
 SCRIPT_ROOMS = {
@@ -99,11 +104,17 @@ class Scripts:
     )
 
     def __init__(
-        self, redis: Any, fast: Any = None, constants: Mapping[str, str] | None = None
+        self,
+        redis: Any,
+        fast: Any = None,
+        constants: Mapping[str, str] | None = None,
+        durability: Durability | None = None,
     ) -> None:
         """`constants`: Lua text put in front of a script's body, by script name."""
         self._redis = redis
         self._fast = fast  # an AutoPipeline on single-node Redis, else None (redis-py)
+        self._durability = durability or Durability()
+        self._wait = self._durability.command  # None in everysec: calls go as they always did
         self.library, self.source = library(self.NAMES, constants or {})
         digest = self.library.removeprefix("gw_")
         self.functions = {name: f"{name}_{digest}" for name in self.NAMES}
@@ -116,8 +127,9 @@ class Scripts:
         except KeyError:
             raise AttributeError(name) from None
         if self._fast is not None:  # straight to the pipeline: one coroutine less per call
-            return functools.partial(self._fast.fcall, function, self.source)
-        return functools.partial(self._call, function)
+            fcall = self._fast.fcall if self._wait is None else self._fast.fcall_kept
+            return functools.partial(fcall, function, self.source)
+        return functools.partial(self._call if self._wait is None else self._kept, function)
 
     async def _call(
         self, function: str, keys: list[Any], args: list[Any], flush: bool = False
@@ -130,6 +142,36 @@ class Scripts:
                 raise
         await self.load_all()
         return await self._redis.fcall(function, len(keys), *keys, *args)
+
+    async def _kept(
+        self, function: str, keys: list[Any], args: list[Any], flush: bool = False
+    ) -> Any:
+        """The call and its durability wait, reloading the library once if the server lost it."""
+        try:
+            return await self._call_and_wait(function, keys, args)
+        except ResponseError as error:
+            if not function_lost(error):
+                raise
+        await self.load_all()
+        return await self._call_and_wait(function, keys, args)
+
+    async def _call_and_wait(self, function: str, keys: list[Any], args: list[Any]) -> Any:
+        """FCALL then the wait in one pipeline, so on one connection (the wait counts that
+        connection's writes); on a cluster, both go to the node that holds the keys."""
+        assert self._wait is not None
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.fcall(function, len(keys), *keys, *args)
+        if isinstance(self._redis, RedisCluster) and keys:
+            pipe.execute_command(*self._wait, target_nodes=self._redis.get_node_from_key(keys[0]))
+        else:
+            pipe.execute_command(*self._wait)
+        reply, acks = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(acks, Exception) and not isinstance(acks, ResponseError):
+            raise acks
+        self._durability.check(acks)
+        return reply
 
     async def execute(self, *command: Any) -> Any:
         """A plain command, on the auto-pipeline when there is one."""

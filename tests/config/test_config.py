@@ -33,6 +33,11 @@ EXPECTED = {
     "bad_admin_duplicate_name.toml": "admin.users[1].name: duplicate admin user name 'olga'",
     "bad_admin_reused_token.toml": "admin.users[1].token: the same token is given to two",
     "bad_admin_role.toml": "admin.users[0].role: Invalid enum value 'root'",
+    # durability and failover (SPEC 5a, 7)
+    "bad_redis_durability.toml": "redis.durability: Invalid enum value 'always'",
+    "bad_redis_durability_timeout.toml": "redis.durability_timeout_ms: must be 1..60000",
+    "bad_redis_replica_embedded.toml": "redis.durability: 'replica' needs a Valkey with a replica",
+    "bad_redis_sentinel_url.toml": "redis.url: a Sentinel URL is redis+sentinel://host:port",
 }
 
 
@@ -78,11 +83,13 @@ def test_environment_overrides_secrets() -> None:
         env={
             "GATEWAY_ADMIN_TOKEN": "env-token",
             "GATEWAY_CLIENT_SHOP_APP_EU_API_KEY": "env-key",
+            "GATEWAY_CLIENT_SHOP_APP_EU_CHALLENGE_SECRET": "env-challenge",
             "GATEWAY_DATA_KEY": "A" * 43 + "=",
         },
     )
     assert settings.admin.token == "env-token"
     assert settings.clients[0].api_key == "env-key"
+    assert settings.clients[0].challenge_secret == "env-challenge"
     assert settings.security.data_key == "A" * 43 + "="
 
 

@@ -72,9 +72,9 @@ def test_the_scripts_offsets_follow_the_layout() -> None:
 
 
 def test_a_claims_keys_are_built_in_the_layouts_order() -> None:
-    built = layout.claim_keys("voucher", ["list_logs"], ["rule_keys"], ["nonce"])
+    built = layout.claim_keys("voucher", ["list_logs"], ["rule_keys"], ["nonce"], ["pass_nonce"])
     assert tuple(built) == layout.CLAIM_KEYS
-    assert layout.claim_keys("v", ["l1", "l2"], [], []) == ["v", "l1", "l2"]
+    assert layout.claim_keys("v", ["l1", "l2"], [], [], []) == ["v", "l1", "l2"]
 
 
 def test_the_outcomes_the_script_names_are_records_outcomes_written_into_the_library() -> None:

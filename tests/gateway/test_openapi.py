@@ -168,6 +168,7 @@ def test_body_schemas_come_from_the_structs() -> None:
     assert sorted(benefit["properties"]["kind"]["enum"]) == [
         "card_secret",
         "direct_recharge",
+        "link",
         "voucher",
     ]
 
@@ -199,3 +200,13 @@ async def test_each_port_serves_its_document_and_an_offline_docs_page(gateway: G
         "/admin/suppliers", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
     )
     assert opened.status == 200
+
+
+def test_the_routes_a_challenge_may_refuse_take_a_challenge_pass() -> None:
+    taking = {
+        (path, method)
+        for path, operations in openapi.PUBLIC["paths"].items()
+        for method, operation in operations.items()
+        if any(p["name"] == "X-Challenge-Pass" for p in operation.get("parameters", []))
+    }
+    assert taking == {("/v1/campaigns/{campaign_id}/claims", "post"), ("/v1/redemptions", "post")}

@@ -133,23 +133,22 @@ async def test_crash_before_any_supplier_call_is_released_by_the_reconciler_when
 
     tag = codes.code_tag(code)
     (rid,) = [r.decode() for r in await gw.redis.zrange(keys.pending(tag), 0, -1)]
-    assert (await services.redemptions.record(tag, rid)).get("supplier", "") == ""
+    assert (await services.redemptions.recharge.record(tag, rid)).get("supplier", "") == ""
     busy = await gw.redeem(code, account="acct", key="k2")
     assert busy.status == 409 and await error_code(busy) == "request_in_progress"
 
     sweep_after_s = gw.settings.redemption.sweep_after_s
-    now = Reconciler(services.redis, services.scripts, services.pool, services.redemptions, 0.2)
+    now = Reconciler(services.redis, services.scripts, services.redemptions.recharge, 0.2)
     assert await now.sweep_once() == 0  # not due yet: a live worker may still be at work
     later = Reconciler(
         services.redis,
         services.scripts,
-        services.pool,
-        services.redemptions,
+        services.redemptions.recharge,
         0.2,
         clock=lambda: time.time() + sweep_after_s + 0.5,
     )
     assert await later.sweep_once() == 1
-    record = await services.redemptions.record(tag, rid)
+    record = await services.redemptions.recharge.record(tag, rid)
     assert (record["status"], record["failure"]) == ("failed", "abandoned")
 
     retry = await gw.redeem(code, account="acct", key="k1")  # the release dropped key k1

@@ -1,6 +1,7 @@
 """SPEC §2: one Redis round trip per claim decision, with limits, velocity rules (one in shadow)
-and risk lists all on. Counted on the real server: MONITOR shows every top-level command (a
-script's own commands are tagged `lua`), INFO commandstats counts FCALL calls."""
+and risk lists all on, a challenge pass included. Counted on the real server: MONITOR shows
+every top-level command (a script's own commands are tagged `lua`), INFO commandstats counts
+FCALL calls."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import Any
 
 from gateway.app import SERVICES
 from gateway.valkey import keys
+from risk.challenge import mint_pass
 from risk.lists import VERSION_KEY
 from supplier_pool.shared_state import BREAKERS_KEY
 from tests.gateway.conftest import Gateway
+from tests.gateway.test_challenges import PASS_CLIENT, SECRET
 
 CLAIMS = 40
 EVERYTHING_ON = """
@@ -145,6 +148,39 @@ async def test_rejections_decided_in_redis_are_one_fcall_too(gateway_factory: An
         by_kind = collections.Counter(words[:2] for words in commands)
         assert by_kind.pop(("FCALL", claim_function)) == len(statuses)
         assert set(by_kind) <= BACKGROUND, by_kind
+
+
+async def test_a_challenge_pass_is_spent_inside_the_claims_one_fcall(
+    gateway_factory: Any,
+) -> None:
+    config = EVERYTHING_ON + PASS_CLIENT
+    async with gateway_factory(config) as gw:
+        campaign = await gw.put_campaign(stock=1000, per_user_limit=10)
+        await load_lists(gw)
+        claim_function = gw.public.server.app[SERVICES].scripts.functions["claim"]
+        statuses: list[int] = []
+
+        async def claims() -> None:
+            # One user roaming to a fourth device (roaming_user challenges), then again with
+            # a pass for that device: five decisions, the last one lifted.
+            token = mint_pass(SECRET, "pass-app", "a", "d4")
+            lifted = {"X-Challenge-Pass": token}
+            for device, header in [("d1", {}), ("d2", {}), ("d3", {}), ("d4", {}), ("d4", lifted)]:
+                response = await gw.claim(
+                    campaign, user_id="a", device_id=device, api_key="pass-key", headers=header
+                )
+                statuses.append(response.status)
+
+        before = await fcall_calls(gw)
+        commands = await top_level_commands(gw, claims)
+        assert statuses == [201, 201, 201, 403, 201]
+        assert await fcall_calls(gw) - before == len(statuses)
+        by_kind = collections.Counter(words[:2] for words in commands)
+        assert by_kind.pop(("FCALL", claim_function)) == len(statuses)
+        assert set(by_kind) <= BACKGROUND, by_kind
+        entries = await gw.redis.xrange(keys.events(keys.shard_tag(campaign)))
+        passed = [f for _id, f in entries if f[b"type"] == b"risk.challenge_passed"]
+        assert [f[b"rules"] for f in passed] == [b"roaming_user"]
 
 
 async def test_period_budgets_cost_no_extra_round_trip(gateway_factory: Any) -> None:

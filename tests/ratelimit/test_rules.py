@@ -71,8 +71,12 @@ def test_already_decoded_limits_pass_through():
             "limits.claim[0].limit must be >= 1",
         ),
         (
-            {"claim": [{"by": "ip", "limit": 100_001, "window_s": 1}]},
-            "limits.claim[0].limit must be <= 100000",
+            {"claim": [{"by": "ip", "limit": 1_000_000_001, "window_s": 1}]},
+            "limits.claim[0].limit must be <= 1000000000",
+        ),
+        (
+            {"claim": [{"by": "ip", "limit": 1, "window_s": 30 * 86_400 + 1}]},
+            "limits.claim[0].window_s must be <= 2592000",
         ),
         (
             {"claim": [{"by": "asn", "limit": 1, "window_s": 1}]},

@@ -1,16 +1,16 @@
 -- claim.lua: decide a batch of claims on one campaign, in turn, in one atomic step.
--- KEYS: campaign, rejections, events; per claim: voucher, list_logs, rule_keys, nonce.
---   (list_logs: its LIST_LOGS list-log keys in LIMITS order; rule_keys: one counter per
---   velocity rule; nonce: present when nonce = 1.) Every key shares the campaign's tag.
--- ARGV: now_ms, now_text, campaign_id, client_id, rules, nonce; per claim: fp, claim_id,
---   masked_code, user_id, device_id, ip, request_id, user_field, device_field; per rule:
---   rule_id, kind, threshold, window_ms, member, effect.
+-- KEYS: campaign, rejections, events; per claim: voucher, list_logs, rule_keys, nonce,
+--   pass_nonce. (list_logs: LIST_LOGS list-log keys in LIMITS order; rule_keys: a counter per
+--   velocity rule; nonce if nonce = 1; pass_nonce if passes = 1, set only to lift a challenge.)
+-- ARGV: now_ms, now_text, campaign_id, client_id, rules, nonce, passes; per claim: fp,
+--   claim_id, masked_code, user_id, device_id, ip, request_id, user_field, device_field; per
+--   rule: rule_id, kind, threshold, window_ms, member, effect.
 -- Replies, per claim: outcome, a, b, fired. OK: a = voucher expiry, b = stock left; REPLAY:
 --   a = the stored record; RATE_LIMITED: a = limit index, b = retry after; DAILY_*: b = time
 --   to the next local midnight; fired: the 1-based indexes of the rules that hit, or ''.
--- Units: ms. Outcomes (gateway/records.py), LIMITS, LIST_LOGS, FW_* and the TTLs are
---   constants of the library text (gateway/claims/desk.py); records, allowance and period
---   fields as in gateway/records.py, gateway/valkey/keys.py and docs/budgets.md.
+-- Units: ms. Every key shares the campaign's tag. Outcomes (gateway/records.py), LIMITS,
+--   LIST_LOGS, FW_* and the TTLs are constants of the library text (gateway/claims/desk.py);
+--   records, allowance and period fields: gateway/records.py, valkey/keys.py, docs/budgets.md.
 -- Why it is shaped so: docs/design/claim-script.md. This chunk runs once, at FUNCTION LOAD;
 --   `call` is the function.
 
@@ -22,7 +22,7 @@ local LIMIT_COUNT, LIMIT, WINDOW, LOG = #LIMITS / 3, {}, {}, {}
 for i = 1, LIMIT_COUNT do
   LIMIT[i], WINDOW[i], LOG[i] = LIMITS[3 * i - 2], LIMITS[3 * i - 1], LIMITS[3 * i]
 end
-local HEAD_KEYS, HEAD_ARGS = 3, 6
+local HEAD_KEYS, HEAD_ARGS = 3, 7
 -- Offsets in a claim's keys, its arguments and a rule's arguments (gateway/claims/layout.py).
 local VOUCHER, RULE_KEYS_AT = 1, 1 + LIST_LOGS
 local FP, CLAIM_ID, MASKED_CODE, USER_ID, DEVICE_ID, IP, REQUEST_ID, USER_FIELD, DEVICE_FIELD =
@@ -36,8 +36,8 @@ local CAMPAIGN_READ, CLAIMANTS_AT = 9, 8
 local DAY_MS = 86400000
 
 -- The call's state, set by `call`: upvalues of the helpers below, so a call builds no closure.
-local KEYS, ARGV, now_ms, now_text, campaign_id, client_id, rules, nonce
-local nonce_at, keys_per_claim, args_per_claim
+local KEYS, ARGV, now_ms, now_text, campaign_id, client_id, rules, nonce, passes
+local nonce_at, pass_at, keys_per_claim, args_per_claim
 local records, stored -- what the MGET of the vouchers and the HMGET of the campaign found
 local found, starts_ms, ends_ms, paused, stock_left, per_user, per_device, ttl_s, granted
 local fields     -- allowance field -> its new value (the claimant's later claims read it)
@@ -96,9 +96,24 @@ local function admit(k, user_hits, device_hits)
   end
 end
 
+-- A challenge pass lifts the claim's challenge when its nonce was never set (it is set now,
+-- PASS_TTL_MS: as long as a pass may live); the event names the challenging rules it lifted.
+local function lift(k, a, hits)
+  if passes == 0 or not redis.call('SET', KEYS[k + pass_at], '1', 'NX', 'PX', PASS_TTL_MS) then
+    return false
+  end
+  local lifted = {}
+  for i = 1, #hits do
+    local o = a + CLAIM_ARGS + (hits[i] - 1) * RULE_ARGS
+    if ARGV[o + EFFECT] == 'challenge' then lifted[#lifted + 1] = ARGV[o + RULE_ID] end
+  end
+  emit(a, 'risk.challenge_passed', 'rules', table.concat(lifted, ','))
+  return true
+end
+
 -- The velocity rules: every one that hits, and the strongest enforced effect (DENIED,
 -- CHALLENGE or nil), the fired indexes, and for record_rules each rule's count as sw_peek
--- saw it and its window.
+-- saw it and its window. A challenge (never a deny) may be lifted by the claim's pass.
 local function check_rules(k, a)
   local counts, windows, hits, blocking = {}, {}
   for r = 1, rules do
@@ -125,6 +140,7 @@ local function check_rules(k, a)
   for i = 1, #hits do ids[i] = ARGV[a + CLAIM_ARGS + (hits[i] - 1) * RULE_ARGS + RULE_ID] end
   emit(a, 'risk.hit', 'rules', table.concat(ids, ','), 'decision',
        blocking == DENIED and 'deny' or (blocking == CHALLENGE and 'challenge' or 'shadow'))
+  if blocking == CHALLENGE and lift(k, a, hits) then blocking = nil end
   return blocking, table.concat(hits, ','), counts, windows
 end
 
@@ -382,10 +398,11 @@ end
 -- The function: read for the batch, decide each claim in turn, write, then the events.
 local function call(keys, argv)
   KEYS, ARGV = keys, argv
-  now_ms, now_text, campaign_id, client_id, rules, nonce = unpack(ARGV, 1, HEAD_ARGS)
-  now_ms, rules, nonce = now_ms + 0, rules + 0, nonce + 0
+  now_ms, now_text, campaign_id, client_id, rules, nonce, passes = unpack(ARGV, 1, HEAD_ARGS)
+  now_ms, rules, nonce, passes = now_ms + 0, rules + 0, nonce + 0, passes + 0
   nonce_at = RULE_KEYS_AT + rules + 1
-  keys_per_claim, args_per_claim = nonce_at - 1 + nonce, CLAIM_ARGS + RULE_ARGS * rules
+  pass_at = nonce_at + nonce
+  keys_per_claim, args_per_claim = pass_at - 1 + passes, CLAIM_ARGS + RULE_ARGS * rules
   fields, written, keep_ms, rejected, newest_hit, ev, events = {}, {}, {}, {}, {}, {}, 0
   local claims = (#KEYS - HEAD_KEYS) / keys_per_claim
   read(claims)

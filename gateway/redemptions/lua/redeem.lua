@@ -1,26 +1,18 @@
 -- redeem.lua: look a voucher up and deliver or reserve it, in one atomic step.
--- Every key shares the voucher's shard tag (the code's first two characters). The campaign and
--- card-pool keys are built here from the campaign id stored in the voucher, under the same
--- tag (ARGV[14]), so they are in this call's slot by construction.
---
--- KEYS[1] voucher   KEYS[2] idempotency record   KEYS[3] redemption record (the new id)
--- KEYS[4] event stream   KEYS[5] pending redemptions (sorted set: ms of next look)
---
--- ARGV[1] now (ms)   ARGV[2] request fingerprint   ARGV[3] redemption id   ARGV[4] masked code
--- ARGV[5] user id    ARGV[6] device id   ARGV[7] ip   ARGV[8] request id   ARGV[9] client id
--- ARGV[10] idempotency ttl (s)   ARGV[11] account ('' if none)   ARGV[12] now as RFC 3339
--- ARGV[13] stream max length   ARGV[14] key prefix of the tag ('gw:{XY}:')
--- ARGV[15] ms until a reservation is swept   ARGV[16] the voucher code
---
--- Returns {outcome, a, b}:
---   0 delivered (voucher or card_secret kind)  a = redemption id
---   1 replay                                   a = the stored record 'fp \31 kind \31 ...'
---   2 key reused with another body
---   4 voucher not found (missing, or not this user's)
---   11 reserved for a supplier call            a = sku, b = comma-separated supplier ids
---   12 voucher_redeemed   13 voucher_frozen   14 voucher_expired   15 request_in_progress
---   16 pool_empty         17 account required
--- Stored for replay: 0, 11 (the redemption id), 12, 14.
+-- KEYS[1] voucher  [2] idempotency record  [3] redemption record (new id)  [4] event stream
+--   [5] pending redemptions (sorted set: ms of the next look); all in the voucher's tag
+-- ARGV[1] now (ms)  [2] request fingerprint  [3] redemption id  [4] masked code  [5] user id
+--   [6] device id  [7] ip  [8] request id  [9] client id  [10] idempotency ttl (s)
+--   [11] account ('' if none)  [12] now as RFC 3339  [13] stream max length
+--   [14] campaign key less its id  [15] ms until a reservation is swept  [16] voucher code
+--   [17] card pool key less its id  [18] claim id (events only)
+-- The campaign id is learned here, from the voucher: its keys are ARGV[14] and ARGV[17] with
+-- the id appended (keys.campaign / keys.card_pool of the voucher's tag and an empty id).
+-- Returns {outcome, a, b} (gateway.records.Outcome): 0 delivered, a = redemption id;
+--   1 replay, a = the stored record; 11 reserved (direct_recharge, link: for the suppliers),
+--   a = sku, b = comma-separated supplier ids;
+--   2 key reused; 4 not found (missing, or not this user's); 12-16 refused; 17 account missing.
+-- Stored for replay: 0, 11 (as the redemption id), 12, 14.
 
 local SEP = '\31'
 local now = tonumber(ARGV[1])
@@ -31,10 +23,7 @@ if record then
   return {1, record, 0}
 end
 
--- The voucher: state, expiry, campaign, owner, the claim's fingerprint (the voucher is also
--- the claim's idempotency record, lua/claim.lua), then the redemption id while one holds it.
--- Vouchers granted before the fingerprint was kept have none ('-' is written in its place).
--- State 'x' is a refused claim stored for replay at the code it would have granted: no voucher.
+-- The voucher record (layout: gateway/records.py); 'x' is a refused claim, not a voucher.
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {4, 0, 0} end
 local v = {}
@@ -42,12 +31,12 @@ for part in string.gmatch(raw, '([^' .. SEP .. ']+)') do v[#v + 1] = part end
 local state, expires, campaign_id, owner = v[1], tonumber(v[2]), v[3], v[4]
 if state == 'x' or owner ~= ARGV[5] then return {4, 0, 0} end
 
-local campaign_key = ARGV[14] .. 'c:' .. campaign_id
+local campaign_key = ARGV[14] .. campaign_id
 
 local function emit(kind, extra)
   local fields = {'type', kind, 'ts', ARGV[12], 'campaign_id', campaign_id, 'user_id', ARGV[5],
                   'device_id', ARGV[6], 'ip', ARGV[7], 'request_id', ARGV[8],
-                  'client_id', ARGV[9], 'voucher_code', ARGV[4]}
+                  'client_id', ARGV[9], 'voucher_code', ARGV[4], 'claim_id', ARGV[18]}
   for i = 1, #extra do fields[#fields + 1] = extra[i] end
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[13], '*', unpack(fields))
 end
@@ -70,7 +59,7 @@ local c = redis.call('HMGET', campaign_key, 'kind', 'sku', 'suppliers')
 local kind = c[1]
 local card = false
 if kind == 'card_secret' then
-  card = redis.call('LPOP', ARGV[14] .. 'cards:' .. campaign_id)
+  card = redis.call('LPOP', ARGV[17] .. campaign_id)
   if not card then return reject(16, 'pool_empty', false) end
 elseif kind == 'direct_recharge' and ARGV[11] == '' then
   return {17, 0, 0}
@@ -78,12 +67,13 @@ end
 
 -- Every check has passed: write the redemption.
 local rid = ARGV[3]
-local delivered = kind ~= 'direct_recharge'
+local delivered = kind ~= 'direct_recharge' and kind ~= 'link'
 redis.call('HSET', KEYS[3], 'client', ARGV[9], 'code', ARGV[16], 'user', ARGV[5],
            'campaign', campaign_id, 'kind', kind, 'status', delivered and 'delivered' or 'pending',
            'created', now, 'account', ARGV[11], 'idem', KEYS[2], 'sku', c[2] or '',
            'suppliers', c[3] or '', 'device', ARGV[6], 'ip', ARGV[7])
 if card then redis.call('HSET', KEYS[3], 'card', card) end
+-- '-' stands in for a missing fingerprint, keeping the layout (docs/design/redemption-path.md).
 redis.call('SET', KEYS[1], (delivered and 'd' or 'r') .. SEP .. v[2] .. SEP .. campaign_id ..
            SEP .. owner .. SEP .. (v[5] or '-') .. SEP .. rid, 'KEEPTTL')
 redis.call('SET', KEYS[2], ARGV[2] .. SEP .. 'R' .. SEP .. rid, 'EX', ARGV[10])

@@ -1,42 +1,31 @@
 -- redeem_guard.lua: the redeem route's defences, before any voucher is looked at.
--- Joined after ratelimit/sliding_window.lua. Every key shares the guard tag {rg}, so failed
--- attempts from one IP or device are counted in one place whatever codes they guess.
---
+-- Joined after ratelimit/sliding_window.lua; every key shares the guard tag {rg}.
 -- KEYS[1] nonce key (unused unless ARGV[3] == '1')   KEYS[2] event stream
--- KEYS[3 .. 2+L]       one sliding-window key per redeem-route limit
--- KEYS[3+L .. 2+L+R]   one failure log per failed-redemption rule
---
--- ARGV[1] now (ms)   ARGV[2] mode:
---   'check'      check; an identity already at half a rule's threshold (a suspected guesser)
---                also has this attempt counted as a failure now, provisionally, so concurrent
---                guesses can never all pass the check before any is counted;
---   'check_fail' check, then count one failure (a code refused locally);
---   'fail'       count one failure (an unknown or foreign code not counted provisionally);
---   'refund'     the voucher was real: take back the provisional failure (ARGV after the rule
---                tuples: the entry recorded in each failure log).
--- ARGV[3] '1' to spend the nonce   ARGV[4] nonce ttl (ms)   ARGV[5] L   ARGV[6] R
--- ARGV[7] now as RFC 3339   ARGV[8] stream max length
--- ARGV[9] user id  ARGV[10] device id  ARGV[11] ip  ARGV[12] request id  ARGV[13] client id
--- then L pairs  (limit, window ms)
--- then R tuples (rule id, threshold, window ms, effect 'deny'|'challenge'|'shadow')
---
--- Returns {outcome, a, b, fired, retries, written}: written (outcome 0) the failure entries
--- recorded now, one per failure log (empty when nothing was counted yet); fired lists the 1-based indexes of rules that hit,
--- retries[k] the ms until fired[k] stops firing if it denies, else 0 (a caller remembering a
--- lockout keeps each rule's key for its own time, never another rule's longer one).
---   0 go on   3 nonce already spent   5 rate limited: a = limit index, b = retry after (ms)
---   6 locked out (deny): b = retry after (ms)   7 challenge required
+--   KEYS[3 .. 2+L] a sliding-window key per limit   KEYS[3+L .. 2+L+R] a failure log per rule
+--   KEYS[3+L+R] the challenge pass's nonce key (only when ARGV[15] == '1')
+-- ARGV[1] now (ms)  [2] mode  [3] '1' to spend the nonce  [4] nonce and pass ttl (ms)
+--   [5] L  [6] R  [7] now as RFC 3339  [8] stream max length  [9] user id  [10] device id  [11] ip
+--   [12] request id  [13] client id  [14] claim id of the code tried ('' if malformed)
+--   [15] '1' to lift a challenge (never a deny) by spending the pass (SET NX: once)
+--   then L pairs (limit, window ms), R tuples (rule id, threshold, window ms, effect
+--   'deny'|'challenge'|'shadow'), and for 'refund' the R entries a check wrote.
+-- Modes: 'check' (a suspected guesser's attempt is counted now, provisionally), 'check_fail'
+--   (check, then count one failure), 'fail' (count one failure), 'refund' (take it back).
+-- Returns {outcome, a, b, fired, retries, written}: 0 go on, written = failure entries counted
+--   now; 3 nonce spent; 5 rate limited, a = limit index, b = retry (ms); 6 locked out, b = retry
+--   (ms); 7 challenge. fired: 1-based indexes of the rules hit; retries[k]: ms until fired[k]
+--   stops denying, 0 if it does not deny.
 
 local now = tonumber(ARGV[1])
 local mode = ARGV[2]
 local L, R = tonumber(ARGV[5]), tonumber(ARGV[6])
-local limit_base = 14
+local limit_base = 16
 local rule_base = limit_base + L * 2
 
 local function emit(kind, extra)
   local fields = {'type', kind, 'ts', ARGV[7], 'campaign_id', '', 'user_id', ARGV[9],
                   'device_id', ARGV[10], 'ip', ARGV[11], 'request_id', ARGV[12],
-                  'client_id', ARGV[13]}
+                  'client_id', ARGV[13], 'claim_id', ARGV[14]}
   for i = 1, #extra do fields[#fields + 1] = extra[i] end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', unpack(fields))
 end
@@ -107,6 +96,16 @@ if #fired > 0 then
   for i = 1, #fired do ids[i] = ARGV[rule_base + (fired[i] - 1) * 4] end
   emit('risk.hit', {'rules', table.concat(ids, ','), 'decision',
                     blocking == 6 and 'deny' or (blocking == 7 and 'challenge' or 'shadow')})
+end
+if blocking == 7 and ARGV[15] == '1' and
+   redis.call('SET', KEYS[3 + L + R], '1', 'NX', 'PX', ARGV[4]) then
+  blocking = 0
+  local lifted = {}
+  for i = 1, #fired do
+    local o = rule_base + (fired[i] - 1) * 4
+    if ARGV[o + 3] == 'challenge' then lifted[#lifted + 1] = ARGV[o] end
+  end
+  emit('risk.challenge_passed', {'rules', table.concat(lifted, ',')})
 end
 if blocking ~= 0 then
   return {blocking, 0, retry_ms, fired, retries, {}}
