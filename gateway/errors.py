@@ -45,6 +45,8 @@ def unavailable(outcome_unknown: bool = False) -> ApiError:
 # The message for each business code; one place so replays and live answers read the same.
 MESSAGES = {
     "sold_out": "the campaign has no stock left",
+    "daily_stock_exhausted": "today's stock is gone; retry after the indicated time",
+    "budget_exhausted": "the campaign's budget is spent",
     "limit_reached": "this user or device already has its allowance for this campaign",
     "campaign_not_active": "the campaign is paused, not started or ended",
     "campaign_not_found": "no such campaign",
@@ -68,6 +70,8 @@ MESSAGES = {
 
 STATUS = {
     "sold_out": 409,
+    "daily_stock_exhausted": 409,
+    "budget_exhausted": 409,
     "limit_reached": 409,
     "campaign_not_active": 409,
     "campaign_not_found": 404,

@@ -48,6 +48,14 @@ class CampaignPut(Wire, frozen=True, forbid_unknown_fields=True):
     # What one granted unit costs, in minor units of `currency` (ISO 4217), for the ledger.
     unit_cost: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000_000)] | None = None
     currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")] | None = None
+    # Period budgets (SPEC 4, docs/budgets.md): grants per local calendar day of `timezone`,
+    # per user per day, and a money budget in minor units of `currency` (needs `unit_cost`).
+    daily_stock: Positive | None = None
+    daily_rollover: bool = False
+    timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "UTC"
+    per_user_daily_limit: Positive | None = None
+    # At most 10^15, so every count times unit_cost the claim function compares is exact.
+    budget: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000_000_000)] | None = None
 
 
 class StockChange(Wire, frozen=True, forbid_unknown_fields=True):

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway.admin import periods
 from gateway.models import CampaignView
 from gateway.timefmt import rfc3339_s
 from gateway.valkey import keys
@@ -34,7 +35,19 @@ FIELDS = (
     "redeemed",
 )
 # Configuration a campaign may lack (lua/admin_campaign.lua removes one left out of a PUT).
-OPTIONAL_FIELDS = ("unit_cost", "currency")
+OPTIONAL_FIELDS = (
+    "unit_cost",
+    "currency",
+    "daily_stock",
+    "daily_rollover",
+    "timezone",
+    "per_user_daily_limit",
+    "budget",
+    "periods",
+)
+# Counters only some campaigns have: grants today (`day,count`, lua/claim.lua, with
+# daily_stock) and units given back by revokes.
+PERIOD_COUNTERS = ("today", "returned")
 VIEW_FIELDS = ("starts_ms", "ends_ms", "paused", "stock_left")
 # Counters lua/voucher_revoke.lua keeps, absent until the campaign's first revoke: vouchers
 # revoked, and those of them whose unit went back to stock.
@@ -101,14 +114,18 @@ class CampaignViews:
         return view
 
 
-async def campaign_stats(redis: Any, campaign_id: str) -> dict[str, Any] | None:
-    """The admin stats document; None when there is no such campaign."""
+async def campaign_stats(
+    redis: Any, campaign_id: str, now_ms: int | None = None
+) -> dict[str, Any] | None:
+    """The admin stats document at `now_ms` (default: now); None when there is no such
+    campaign."""
     tag = keys.shard_tag(campaign_id)
-    fields = await load_campaign(redis, campaign_id, FIELDS + OPTIONAL_FIELDS + REVOKE_FIELDS)
+    wanted = FIELDS + OPTIONAL_FIELDS + REVOKE_FIELDS + PERIOD_COUNTERS
+    fields = await load_campaign(redis, campaign_id, tuple(dict.fromkeys(wanted)))
     if fields is None:
         return None
     rejected = _text(await redis_call("stats", redis.hgetall(keys.rejections(tag, campaign_id))))
-    return {
+    document: dict[str, Any] = {
         "campaign_id": campaign_id,
         "stock_added": int(fields["stock_added"]),
         "stock_left": int(fields["stock_left"]),
@@ -118,3 +135,30 @@ async def campaign_stats(redis: Any, campaign_id: str) -> dict[str, Any] | None:
         "returned": int(fields.get("returned", 0)),
         "rejected": {code: int(n) for code, n in sorted(rejected.items())},
     }
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    return document | period_stats(fields, now_ms)
+
+
+def period_stats(fields: dict[str, str], now_ms: int) -> dict[str, Any]:
+    """`today` when the campaign has a daily_stock; `budget_spent` and `budget_left` when it
+    has a budget (spent: the units granted and not given back, at today's unit_cost)."""
+    stats: dict[str, Any] = {}
+    kept = int(fields["granted"]) - int(fields.get("returned", 0))
+    if "daily_stock" in fields:
+        tz = periods.zone(fields.get("timezone", "UTC"))
+        day = periods.local_day(tz, now_ms)
+        stored_day, _, count = fields.get("today", "0,0").partition(",")
+        granted_today = int(count) if int(stored_day) >= day else 0
+        daily = int(fields["daily_stock"])
+        if fields.get("daily_rollover") == "1":
+            first = periods.local_day(tz, int(fields["starts_ms"]))
+            quota = daily * max(0, day - first + 1) - kept
+        else:
+            quota = daily - granted_today
+        left = max(0, min(quota, int(fields["stock_left"])))
+        stats["today"] = {"granted": granted_today, "daily_stock_left": left}
+    if "budget" in fields:
+        spent = kept * int(fields.get("unit_cost", 0))
+        stats["budget_spent"] = spent
+        stats["budget_left"] = max(0, int(fields["budget"]) - spent)
+    return stats

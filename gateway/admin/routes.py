@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from gateway import codes
+from gateway.admin import periods
 from gateway.admin.campaigns import campaign_state, campaign_stats, load_campaign
 from gateway.admin.operators import Actor, Operators, require
 from gateway.errors import ApiError, business, invalid
@@ -122,6 +123,14 @@ def _check_campaign(put: CampaignPut, services: Worker) -> None:
         raise invalid(f"benefit.suppliers: a {kind} benefit needs at least one supplier")
     if kind == "link" and services.data_key is None:
         raise ApiError(503, "unavailable", "no data key configured to seal links")
+    if put.budget is not None and put.unit_cost is None:
+        raise invalid("budget: needs unit_cost (the cost of one granted unit)")
+    if put.daily_rollover and put.daily_stock is None:
+        raise invalid("daily_rollover: needs daily_stock")
+    try:
+        periods.zone(put.timezone)
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
 
 
 def _campaign_fields(campaign_id: str, put: CampaignPut) -> list[Any]:
@@ -147,7 +156,31 @@ def _campaign_fields(campaign_id: str, put: CampaignPut) -> list[Any]:
         # Optional fields: left out when unset, and admin_campaign.lua removes them.
         *(["unit_cost", put.unit_cost] if put.unit_cost is not None else []),
         *(["currency", put.currency] if put.currency is not None else []),
+        *_period_fields(put),
     ]
+
+
+def _period_fields(put: CampaignPut) -> list[Any]:
+    """The period budgets given, and the `periods` field the claim function reads."""
+    daily = put.daily_stock is not None or put.per_user_daily_limit is not None
+    given = {
+        "daily_stock": put.daily_stock,
+        "daily_rollover": 1 if put.daily_rollover else None,
+        "timezone": put.timezone if daily or put.timezone != "UTC" else None,
+        "per_user_daily_limit": put.per_user_daily_limit,
+        "budget": put.budget,
+        "periods": periods.periods_field(
+            daily_stock=put.daily_stock,
+            daily_rollover=put.daily_rollover,
+            per_user_daily_limit=put.per_user_daily_limit,
+            budget=put.budget,
+            unit_cost=put.unit_cost,
+            timezone=put.timezone,
+            starts_at=put.starts_at,
+            ends_at=put.ends_at,
+        ),
+    }
+    return [item for name, value in given.items() if value is not None for item in (name, value)]
 
 
 def campaign_document(campaign_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -173,6 +206,13 @@ def campaign_document(campaign_id: str, fields: dict[str, str]) -> dict[str, Any
         document["unit_cost"] = int(fields["unit_cost"])
     if "currency" in fields:
         document["currency"] = fields["currency"]
+    for name in ("daily_stock", "per_user_daily_limit", "budget"):
+        if name in fields:
+            document[name] = int(fields[name])
+    if "daily_stock" in fields:
+        document["daily_rollover"] = fields.get("daily_rollover") == "1"
+    if "timezone" in fields:
+        document["timezone"] = fields["timezone"]
     return document
 
 
@@ -188,6 +228,10 @@ async def put_campaign(request: web.Request) -> web.Response:
     campaign_id = path_id(request, "campaign_id")
     put = decode(campaign_decoder, await _body(request, services))
     _check_campaign(put, services)
+    try:
+        fields = _campaign_fields(campaign_id, put)
+    except ValueError as exc:  # the period fields' time range
+        raise invalid(str(exc)) from None
     tag = keys.shard_tag(campaign_id)
     _, now_text = _now()
     created = await redis_call(
@@ -200,7 +244,7 @@ async def put_campaign(request: web.Request) -> web.Response:
                 services.settings.redis.stream_max_len,
                 put.stock,
                 *_actor_args(request),
-                *_campaign_fields(campaign_id, put),
+                *fields,
             ],
         ),
     )
@@ -371,6 +415,25 @@ REVOKE_REFUSALS = {
 REVOKE_READS = 3  # the record changes under a revoke only when its code is granted anew
 
 
+async def _grant_day(
+    services: Worker, tag: str, campaign_id: str, expires_ms: int, owner: str
+) -> tuple[str, bytes]:
+    """The local day the voucher was granted on, and its owner's daily field (lua/claim.lua),
+    when the campaign counts grants per day; ('', b'') when it does not."""
+    wanted = ("voucher_ttl_s", "timezone", "daily_stock", "per_user_daily_limit")
+    campaign = keys.campaign(tag, campaign_id)
+    ttl_s, timezone, daily, per_user = [
+        value.decode() if isinstance(value, bytes) else value
+        for value in await redis_call("admin_voucher", services.redis.hmget(campaign, wanted))
+    ]
+    if daily is None and per_user is None:
+        return "", b""
+    granted_ms = expires_ms - int(ttl_s or 0) * 1000
+    day = periods.local_day(periods.zone(timezone or "UTC"), granted_ms)
+    user_field = b"U" + keys.allowance_field("u", owner)[1:] if per_user is not None else b""
+    return str(day), user_field
+
+
 async def revoke_voucher(request: web.Request) -> web.Response:
     """Revoke an unredeemed voucher (lua/voucher_revoke.lua). The script cannot hash ids, so
     the allowance fields it gives back are derived here from the record read first: its owner,
@@ -387,8 +450,9 @@ async def revoke_voucher(request: web.Request) -> web.Response:
         record = raw.decode() if isinstance(raw, bytes) else raw
         if record is None or record[0] == "x":
             raise business("voucher_not_found")
-        _state, _expires, campaign_id, owner, *rest = record.split(SEP)
+        _state, expires, campaign_id, owner, *rest = record.split(SEP)
         counted = rest[1] if record[0] in "if" and len(rest) > 1 else None
+        day, user_day_field = await _grant_day(services, tag, campaign_id, int(expires), owner)
         _, now_text = _now()
         outcome, returned = await redis_call(
             "admin_voucher",
@@ -405,6 +469,8 @@ async def revoke_voucher(request: web.Request) -> web.Response:
                     record[1:],
                     keys.allowance_field("u", owner),
                     keys.allowance_field("d", counted) if counted is not None else "",
+                    day,
+                    user_day_field,
                 ],
             ),
         )

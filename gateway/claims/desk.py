@@ -15,6 +15,7 @@ grant writes one key, not two.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,15 @@ from typing import Any
 
 from gateway import challenges, codes
 from gateway.claims.batcher import ClaimBatcher
-from gateway.claims.layout import ClaimArgs, Head, Reply, RuleArgs, claim_keys, outcome_constants
+from gateway.claims.layout import (
+    DAILY_OUTCOMES,
+    ClaimArgs,
+    Head,
+    Reply,
+    RuleArgs,
+    claim_keys,
+    outcome_constants,
+)
 from gateway.errors import ApiError, business, rate_limited
 from gateway.http.wire import Answer
 from gateway.list_hits import ListHits
@@ -44,7 +53,9 @@ from risk.signing import NONCE_TTL_S, nonce_key_suffix
 # log in the claimant's allowance field of the campaign hash (ratelimit/field_window.lua).
 FIELD_WINDOW_MAX_HITS = 16
 CLAIMANT_FIELDS = {"user": "u", "device": "d"}  # limit dimension -> allowance field kind
-SOLD_OUT_FLAG_S = 0.5  # < 1 s, so stock added (or a pause) later is seen within a second
+# < 1 s, so stock added (or a pause) later is seen within a second. The flag also says
+# "come back tomorrow" after a daily_stock_exhausted, for as long but never past the midnight.
+SOLD_OUT_FLAG_S = 0.5
 RULE_REFUSALS: dict[int, str] = {Outcome.CHALLENGE: "challenge", Outcome.DENIED: "deny"}
 
 
@@ -123,6 +134,14 @@ def claim_script_constants(settings: Settings) -> str:
     )
 
 
+def until_midnight(code: str, ms: float) -> ApiError:
+    """A daily refusal, with Retry-After: the seconds to the next local midnight (at least 1)."""
+    error = business(code, {"Retry-After": str(max(1, math.ceil(ms / 1000)))})
+    if code == "limit_reached":
+        error.message = "this user already has today's allowance; retry after the indicated time"
+    return error
+
+
 class ClaimDesk:
     """Decides claims for one worker; holds the worker's local caches."""
 
@@ -148,7 +167,8 @@ class ClaimDesk:
             r for r in settings.risk_rules if KINDS[r.kind].route == "claim"
         ]
         self._keyrings: dict[str, Keyring] = {}
-        self._soldout_until: dict[str, float] = {}
+        # campaign -> (flag up until, the next local midnight for a daily one, else 0)
+        self._soldout_until: dict[str, tuple[float, float]] = {}
         self._in_flight: set[tuple[str, str]] = set()
         self.prefilter = LocalBlocks()
         self._list_hits = ListHits(scripts, settings.redis.stream_max_len)
@@ -193,10 +213,11 @@ class ClaimDesk:
             raise business("risk_denied")
         code = codes.voucher_code_for(tag, self._code_key, caller.client_id, campaign_id, idem_key)
         voucher_key = ring.voucher_prefix + code
-        if await self._sold_out_locally(campaign_id, voucher_key, now):
+        flagged = await self._sold_out_locally(campaign_id, voucher_key, now)
+        if flagged is not None:
             metrics.soldout_local.inc()
-            metrics.claims.labels("sold_out").inc()
-            raise business("sold_out")
+            metrics.claims.labels(flagged.code).inc()
+            raise flagged
 
         claim_id = codes.claim_id_for(code)
         request_fp = fingerprint(campaign_id, req.user_id, req.device_id)
@@ -251,16 +272,24 @@ class ClaimDesk:
                 raise rate_limited(left * 1000, lim.limit)
         return self._lists.blocked_by(req.user_id, req.device_id, caller.ip)
 
-    async def _sold_out_locally(self, campaign_id: str, voucher_key: str, now: float) -> bool:
-        until = self._soldout_until.get(campaign_id)
-        if until is None:
-            return False
+    async def _sold_out_locally(
+        self, campaign_id: str, voucher_key: str, now: float
+    ) -> ApiError | None:
+        """The sold-out (or daily stock exhausted) answer the campaign's flag gives, if up."""
+        flag = self._soldout_until.get(campaign_id)
+        if flag is None:
+            return None
+        until, midnight = flag
         if until <= now:
             del self._soldout_until[campaign_id]
-            return False
+            return None
         # A retried grant must still replay: only a key never seen is answered from memory.
         probe = self._scripts.execute("EXISTS", voucher_key)
-        return not await redis_call("claim_idem_probe", probe)
+        if await redis_call("claim_idem_probe", probe):
+            return None
+        if midnight:
+            return until_midnight("daily_stock_exhausted", (midnight - now) * 1000)
+        return business("sold_out")
 
     def _rule_args(
         self,
@@ -315,9 +344,15 @@ class ClaimDesk:
             metrics.ratelimit_rejections.labels("claim", lim.by, "redis").inc()
             metrics.claims.labels("rate_limited").inc()
             raise rate_limited(retry_ms, lim.limit)
-        error = self._rejection(outcome)
+        if outcome in DAILY_OUTCOMES:
+            error = until_midnight(REFUSALS[Outcome(outcome)], int(reply.b))
+            if outcome == Outcome.DAILY_STOCK_EXHAUSTED:
+                midnight = now + int(reply.b) / 1000
+                self._soldout_until[campaign_id] = (min(now + SOLD_OUT_FLAG_S, midnight), midnight)
+        else:
+            error = self._rejection(outcome)
         if error.code == "sold_out":
-            self._soldout_until[campaign_id] = now + SOLD_OUT_FLAG_S
+            self._soldout_until[campaign_id] = (now + SOLD_OUT_FLAG_S, 0.0)
         metrics.claims.labels(error.code).inc()
         raise error
 

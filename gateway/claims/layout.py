@@ -68,7 +68,7 @@ class Reply(NamedTuple):
 
     outcome: int  # one of CLAIM_OUTCOMES
     a: Any  # OK: voucher expiry (ms); REPLAY: the stored record; RATE_LIMITED: limit index
-    b: Any  # OK: stock left; RATE_LIMITED: retry after (ms)
+    b: Any  # OK: stock left; RATE_LIMITED: retry after; DAILY_*: ms to the next local midnight
     fired: bytes  # the 1-based indexes of the rules that hit, comma separated
 
 
@@ -83,7 +83,12 @@ CLAIM_OUTCOMES = (
     Outcome.NOT_ACTIVE,
     Outcome.LIMIT_REACHED,
     Outcome.SOLD_OUT,
+    Outcome.BUDGET_EXHAUSTED,
+    Outcome.DAILY_STOCK_EXHAUSTED,
+    Outcome.DAILY_LIMIT_REACHED,
 )
+# Refusals that last until the next local midnight: answered with Retry-After, not stored.
+DAILY_OUTCOMES = (Outcome.DAILY_STOCK_EXHAUSTED, Outcome.DAILY_LIMIT_REACHED)
 
 
 def outcome_constants() -> str:

@@ -156,6 +156,8 @@ CLAIM_RESULTS = (
     "rate_limited",
     "risk_denied",
     "challenge_required",
+    "daily_stock_exhausted",
+    "budget_exhausted",
 )
 REDEMPTION_RESULTS = (
     "delivered",

@@ -426,6 +426,6 @@ async def test_bad_cost_fields_are_400_naming_the_field(gw: Admin, field: str, v
 
 def test_the_script_removes_the_optional_fields_the_admin_reads() -> None:
     lua = read_lua("gateway.admin", "lua/admin_campaign.lua")
-    declared = re.search(r"^local OPTIONAL = \{(.*)\}$", lua, re.MULTILINE)
+    declared = re.search(r"^local OPTIONAL = \{(.*?)\}$", lua, re.MULTILINE | re.DOTALL)
     assert declared is not None
     assert tuple(re.findall(r"'(\w+)'", declared.group(1))) == OPTIONAL_FIELDS

@@ -259,24 +259,33 @@ async def test_an_operator_may_revoke_and_a_viewer_may_not(gateway_factory: Any)
         )
 
 
-async def test_returned_stock_goes_back_to_its_days_quota_and_budget_where_kept(
+async def test_a_returned_unit_goes_back_to_its_day_its_owners_daily_limit_and_the_budget(
     gateway: Gateway,
 ) -> None:
-    """The fields the period budgets keep in the campaign hash (day_start_ms, day_granted,
-    budget_spent, unit_cost), set here as a campaign with them would hold them: a unit granted
-    on the day the quota counts goes back to it, and its cost back to the budget; a grant of an
-    earlier day leaves today's quota alone."""
     gw = gateway
-    campaign = await gw.put_campaign(stock=5, per_user_limit=5)
-    key = keys.campaign(keys.shard_tag(campaign), campaign)
-    earlier = await gw.grant(campaign, "sam")
-    await asyncio.sleep(0.01)
-    today = await gw.grant(campaign, "ruth")
-    record = (await gw.redis.get(keys.voucher(codes.code_tag(today), today))).decode()
-    day_start = int(record.split(SEP)[1]) - 3600 * 1000  # today's grant opens the quota's day
-    await gw.redis.hset(key, mapping={"day_start_ms": day_start, "day_granted": 2})
-    await gw.redis.hset(key, mapping={"budget_spent": 500, "unit_cost": 250})
-    assert (await revoke(gw, earlier, return_stock=True)).status == 200
-    assert await gw.redis.hmget(key, ["day_granted", "budget_spent"]) == [b"2", b"250"]
-    assert (await revoke(gw, today, return_stock=True)).status == 200
-    assert await gw.redis.hmget(key, ["day_granted", "budget_spent"]) == [b"1", b"0"]
+    campaign = await gw.put_campaign(
+        stock=10,
+        per_user_limit=5,
+        daily_stock=2,
+        per_user_daily_limit=1,
+        timezone="UTC",
+        unit_cost=100,
+        budget=1000,
+        ends_at="2030-01-01T00:00:00Z",
+    )
+    code = await gw.grant(campaign, user_id="ruth", device_id="dev")
+    await gw.grant(campaign, user_id="sam", device_id="pad")
+    assert (await gw.stats(campaign))["today"] == {"granted": 2, "daily_stock_left": 0}
+    again = await gw.claim(campaign, user_id="ruth", device_id="dev")
+    assert (again.status, await error_code(again)) == (409, "daily_stock_exhausted")
+
+    assert (await revoke(gw, code, return_stock=True)).status == 200
+    await asyncio.sleep(SOLD_OUT_FLAG_S)  # the flag answers "come back tomorrow" briefly
+    stats = await gw.stats(campaign)
+    assert stats["today"] == {"granted": 1, "daily_stock_left": 1}
+    assert (stats["budget_spent"], stats["budget_left"]) == (100, 900)
+    assert invariant_holds(stats)
+    # The day's unit and ruth's daily allowance are both back: she may claim today again.
+    again = await gw.claim(campaign, user_id="ruth", device_id="dev")
+    assert again.status == 201, await again.text()
+    assert (await gw.stats(campaign))["today"] == {"granted": 2, "daily_stock_left": 0}

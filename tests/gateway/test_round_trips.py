@@ -181,3 +181,42 @@ async def test_a_challenge_pass_is_spent_inside_the_claims_one_fcall(
         entries = await gw.redis.xrange(keys.events(keys.shard_tag(campaign)))
         passed = [f for _id, f in entries if f[b"type"] == b"risk.challenge_passed"]
         assert [f[b"rules"] for f in passed] == [b"roaming_user"]
+
+
+async def test_period_budgets_cost_no_extra_round_trip(gateway_factory: Any) -> None:
+    """daily_stock, per_user_daily_limit and budget are read and counted inside the one FCALL,
+    granted or refused (budget, the day's stock, a user's day)."""
+    async with gateway_factory(EVERYTHING_ON) as gw:
+        campaign = await gw.put_campaign(
+            ends_at="2035-01-01T00:00:00Z",  # a daily field allows 20 years at most
+            stock=1000,
+            per_user_limit=10,
+            daily_stock=CLAIMS,
+            per_user_daily_limit=2,
+            timezone="Europe/Berlin",
+            unit_cost=5,
+            budget=5 * (CLAIMS + 2),
+        )
+        await load_lists(gw)
+        claim_function = gw.public.server.app[SERVICES].scripts.functions["claim"]
+        statuses: list[int] = []
+
+        async def claims() -> None:
+            # A user's third claim today is refused; the last finds the day's stock gone (the
+            # in-process flag would answer a claim after it).
+            for i in range(CLAIMS + 2):
+                who = "twice" if i < 3 else f"user-{i}"
+                response = await gw.claim(campaign, user_id=who, device_id=f"dev-{i}")
+                statuses.append(response.status)
+
+        before = await fcall_calls(gw)
+        commands = await top_level_commands(gw, claims)
+        assert statuses == [201, 201, 409] + [201] * (CLAIMS - 2) + [409]
+        assert await fcall_calls(gw) - before == CLAIMS + 2
+        by_kind = collections.Counter(words[:2] for words in commands)
+        assert by_kind.pop(("FCALL", claim_function)) == CLAIMS + 2
+        assert set(by_kind) <= BACKGROUND, by_kind
+        stats = await gw.stats(campaign)
+        assert stats["today"] == {"granted": CLAIMS, "daily_stock_left": 0}
+        assert stats["budget_spent"] == 5 * CLAIMS
+        assert stats["rejected"] == {"limit_reached": 1, "daily_stock_exhausted": 1}

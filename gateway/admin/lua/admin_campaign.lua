@@ -4,11 +4,13 @@
 -- ARGV[5] actor (the admin user's name)  ARGV[6] the actor's IP
 -- ARGV[7 ..] field/value pairs of the campaign's configuration (stock is never among them).
 -- A PUT replaces the configuration: an OPTIONAL field not among the pairs is removed.
+-- (`periods` is derived from the period budgets for the claim function: docs/budgets.md.)
 -- The event names the actor and what changed, as compact JSON of the stored text (null:
 -- absent): `after` of every field on create; `before` and `after` of the changed fields on
 -- update. It also carries every configured field as it now stands, and on create its stock.
 -- Returns 1 when created, 0 when updated (stock untouched on update: use the stock endpoint).
-local OPTIONAL = {'unit_cost', 'currency'}
+local OPTIONAL = {'unit_cost', 'currency', 'daily_stock', 'daily_rollover', 'timezone',
+                  'per_user_daily_limit', 'budget', 'periods'}
 local created = redis.call('EXISTS', KEYS[1]) == 0
 local names, values, given, pairs_ = {}, {}, {}, {}
 for i = 7, #ARGV, 2 do

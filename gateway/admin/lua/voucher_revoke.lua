@@ -6,6 +6,8 @@
 -- ARGV[8] the actor's IP   ARGV[9] the voucher record as the caller read it, without its state
 -- letter (the campaign and the allowance fields were derived from it)   ARGV[10] the owner's
 -- user allowance field   ARGV[11] the device allowance field the grant counted, '' for none
+-- ARGV[12] the grant's local day ('' when the campaign counts no days)   ARGV[13] the owner's
+-- daily field ('' for none)
 -- Returns {outcome, returned (0|1)}, outcomes numbered as gateway/records.py `Outcome`:
 --   0 revoked now or before (returned: as the first revoke decided)   4 no such voucher
 --   12 redeemed   15 the record is not the one the caller read: read it again
@@ -14,13 +16,10 @@
 -- the unit was returned: a replayed claim still answers its 201, a redemption 409 revoked.
 -- With the stock returned: stock_left and `returned` + 1 (so stock_added - stock_left ==
 -- granted - returned), the leading grant count of the owner's user field and of the device
--- field the grant counted - 1, and, where the campaign keeps them, the grant's day quota
--- (DAY_FIELDS) and its budget (BUDGET_FIELDS): absent fields are left alone.
+-- field the grant counted - 1, and, when the grant's day is still the one counted, today's
+-- grants and the owner's daily grants - 1 (the budget follows `returned`).
 local SEP = '\31'
 local OK, NOT_FOUND, REDEEMED, STALE, PENDING = 0, 4, 12, 15, 22
--- The day quota: the day's first ms and its grants so far; the budget: money spent so far.
-local DAY_FIELDS = {'day_start_ms', 'day_granted'}
-local BUDGET_FIELDS = {'budget_spent', 'unit_cost'}
 
 local raw = redis.call('GET', KEYS[1])
 local state = raw and string.sub(raw, 1, 1)
@@ -51,14 +50,12 @@ if returned then
   redis.call('HINCRBY', KEYS[2], 'returned', 1)
   give_back(ARGV[10])
   if ARGV[11] ~= '' then give_back(ARGV[11]) end
-  local c = redis.call('HMGET', KEYS[2], 'voucher_ttl_s', DAY_FIELDS[1], DAY_FIELDS[2],
-                       BUDGET_FIELDS[1], BUDGET_FIELDS[2])
-  local granted_ms = v[2] - (c[1] or 0) * 1000
-  if c[2] and c[3] and granted_ms >= c[2] + 0 and c[3] + 0 > 0 then
-    redis.call('HINCRBY', KEYS[2], DAY_FIELDS[2], -1)
-  end
-  if c[4] and c[5] then
-    redis.call('HSET', KEYS[2], BUDGET_FIELDS[1], math.max(0, c[4] - c[5]))
+  -- A day field holds 'day,grants' of the day it last counted: only that day gives back.
+  for _, field in ipairs({ARGV[12] ~= '' and 'today' or nil, ARGV[13] ~= '' and ARGV[13] or nil}) do
+    local day, count = string.match(redis.call('HGET', KEYS[2], field) or '', '^(%d+),(%d+)$')
+    if day == ARGV[12] and count + 0 > 0 then
+      redis.call('HSET', KEYS[2], field, day .. ',' .. (count - 1))
+    end
   end
 end
 

@@ -6,11 +6,11 @@
 --   claim_id, masked_code, user_id, device_id, ip, request_id, user_field, device_field; per
 --   rule: rule_id, kind, threshold, window_ms, member, effect.
 -- Replies, per claim: outcome, a, b, fired. OK: a = voucher expiry, b = stock left; REPLAY:
---   a = the stored record; RATE_LIMITED: a = limit index, b = retry after; fired: the
---   1-based indexes of the rules that hit, comma separated, '' for none.
+--   a = the stored record; RATE_LIMITED: a = limit index, b = retry after; DAILY_*: b = time
+--   to the next local midnight; fired: the 1-based indexes of the rules that hit, or ''.
 -- Units: ms. Every key shares the campaign's tag. Outcomes (gateway/records.py), LIMITS,
 --   LIST_LOGS, FW_* and the TTLs are constants of the library text (gateway/claims/desk.py);
---   records and allowance fields as in gateway/records.py and gateway/valkey/keys.py.
+--   records, allowance and period fields: gateway/records.py, valkey/keys.py, docs/budgets.md.
 -- Why it is shaped so: docs/design/claim-script.md. This chunk runs once, at FUNCTION LOAD;
 --   `call` is the function.
 
@@ -32,9 +32,10 @@ local FP, CLAIM_ID, MASKED_CODE, USER_ID, DEVICE_ID, IP, REQUEST_ID, USER_FIELD,
 local CLAIM_ARGS = 9
 local RULE_ID, KIND, THRESHOLD, WINDOW_MS, MEMBER, EFFECT = 1, 2, 3, 4, 5, 6
 local RULE_ARGS = 6
--- The HMGET of the campaign reads its 8 fields (`read`), then each claim's user and device
+-- The HMGET of the campaign reads its 9 fields (`read`), then each claim's user and device
 -- fields: claim n's user field at CLAIMANTS_AT + 2n, its device's next.
-local CAMPAIGN_READ, CLAIMANTS_AT = 8, 7
+local CAMPAIGN_READ, CLAIMANTS_AT = 9, 8
+local DAY_MS = 86400000
 
 -- The call's state, set by `call`: upvalues of the helpers below, so a call builds no closure.
 local KEYS, ARGV, now_ms, now_text, campaign_id, client_id, rules, nonce, passes
@@ -48,6 +49,14 @@ local rejected   -- rejection code -> count
 local newest_hit -- list log -> its newest hit, once a claim of the batch put one there
 local coarse_log -- coarse log key -> its cw_log, read by the batch's first hit, flushed by write
 local ev, events -- per event six entries: claim's ARGV offset, type, 2 field/value pairs
+-- The period budgets (the campaign's `periods` field, false when it has none) for this call:
+-- the `granted` count at which the budget and today's stock refuse (CAP without them) and
+-- the lower of the two (-CAP with a user daily limit, checked per claim); the local day, the
+-- next local midnight, grants today before the call; per claim its user's daily field
+-- ('U' + the user's digest, `day,grants`) and what it held, and the claim's user's count.
+local CAP = 1 / 0 -- infinity (the math library is not there while the chunk loads)
+local periods, user_daily, budget_cap, daily_cap, period_cap
+local day, day_prefix, midnight_ms, day_granted, daily_names, daily_stored, user_count
 
 local function emit(a, kind, f1, v1, f2, v2)
   local e = 6 * events
@@ -185,6 +194,90 @@ local function allow(user_field, user_grants, user_hits, device_field, device_gr
   end
 end
 
+-- The local day at now_ms and the next local midnight (UTC ms), from the zone's offsets at
+-- `from` in `zone`: `o0,t1,o1,...` (offset o_k holds from instant t_k until t_(k+1)); a
+-- midnight that a transition skips is that transition.
+local function local_day(zone, from)
+  local _, pos, offset = string.find(zone, '^(%-?%d+)', from)
+  local found, t, o, next_t, next_o
+  offset, pos = offset + 0, pos + 1
+  repeat
+    found, pos, t, o = string.find(zone, '^,(%-?%d+),(%-?%d+)', pos)
+    if found then
+      t, o, pos = t + 0, o + 0, pos + 1
+      if t > now_ms then next_t, next_o = t, o else offset = o end
+    end
+  until not found or next_t
+  local today = math.floor((now_ms + offset) / DAY_MS)
+  local target = (today + 1) * DAY_MS -- local time of the next midnight
+  local at = target - offset
+  while next_t and at >= next_t do -- the midnight lies past the next transition
+    offset, at = next_o, math.max(next_t, target - next_o)
+    found, pos, t, o = string.find(zone, '^,(%-?%d+),(%-?%d+)', pos)
+    if found then next_t, next_o, pos = t + 0, o + 0, pos + 1 else next_t = nil end
+  end
+  return today, at
+end
+
+-- The period budgets of a campaign that has them (docs/budgets.md): the day, the counts,
+-- the caps, and the claimants' daily fields (one HMGET, with `returned` and `today`). A grant
+-- passes the budget while (granted - returned + 1) * unit_cost <= budget, and today's stock
+-- while grants today < daily (with rollover: granted - returned < daily * days so far).
+local function read_periods(claims)
+  local daily, rollover, budget, unit_cost, first_day, zone_at
+  daily, rollover, user_daily, budget, unit_cost, first_day, zone_at =
+    string.match(periods, '^(%d+),(%d),(%d+),(%-?%d+),(%d+),(%-?%d+),()')
+  daily, rollover, user_daily = daily + 0, rollover == '1', user_daily + 0
+  budget, unit_cost, first_day = budget + 0, unit_cost + 0, first_day + 0
+  day_granted, daily_names, budget_cap, daily_cap = 0, {}, CAP, CAP
+  local wanted = {KEYS[1], 'returned', 'today'}
+  for nth = 1, user_daily > 0 and claims or 0 do
+    local user_field = ARGV[HEAD_ARGS + (nth - 1) * args_per_claim + USER_FIELD]
+    daily_names[nth] = 'U' .. string.sub(user_field, 2)
+    wanted[3 + nth] = daily_names[nth]
+  end
+  daily_stored = redis.call('HMGET', unpack(wanted))
+  local returned = (daily_stored[1] or 0) + 0
+  if budget >= 0 and unit_cost > 0 then budget_cap = returned + math.floor(budget / unit_cost) end
+  if daily > 0 or user_daily > 0 then
+    day, midnight_ms = local_day(periods, zone_at)
+    local stored_day, count = string.match(daily_stored[2] or '', '^(%d+),(%d+)$')
+    -- A day already counted by a clock ahead of this one (or an hour a DST change repeats)
+    -- stays the day counted.
+    if stored_day and stored_day + 0 >= day then day, day_granted = stored_day + 0, count + 0 end
+    day_prefix = day .. ','
+  end
+  if daily > 0 then
+    daily_cap = rollover and returned + daily * (day - first_day + 1)
+                or granted + daily - day_granted
+  end
+  period_cap = user_daily > 0 and -CAP or math.min(budget_cap, daily_cap)
+end
+
+-- The nth claim's user's grants today.
+local function user_today(nth)
+  local value = fields[daily_names[nth]] or daily_stored[2 + nth]
+  if not value then return 0 end
+  local stored_day, count = string.match(value, '^(%d+),(%d+)$')
+  return stored_day + 0 >= day and count + 0 or 0
+end
+
+-- The period budgets' refusal of the nth claim, if any, checked after the campaign's state,
+-- the claimant's allowance and the stock: the budget, today's stock, the user's daily limit.
+-- The outcome, its code, and for a daily one the ms to the next local midnight.
+local function period_refusal(nth)
+  if granted >= budget_cap then
+    return BUDGET_EXHAUSTED, 'budget_exhausted'
+  elseif granted >= daily_cap then
+    return DAILY_STOCK_EXHAUSTED, 'daily_stock_exhausted', midnight_ms - now_ms
+  elseif user_daily > 0 then
+    user_count = user_today(nth)
+    if user_count >= user_daily then
+      return DAILY_LIMIT_REACHED, 'limit_reached', midnight_ms - now_ms
+    end
+  end
+end
+
 -- Granted. The voucher: state, expiry, campaign, owner, and the fingerprint a replay is
 -- checked against, then the device when its allowance counted the grant (a revoke gives it
 -- back); kept 30 days past expiry, so late tries get 409 expired.
@@ -227,7 +320,7 @@ local function decide(nth, k, a)
   if rules > 0 then
     blocking, fired, counts, windows = check_rules(k, a)
   end
-  local outcome, code -- a blocking rule, else campaign state, allowances, stock
+  local outcome, code, wait -- a blocking rule, else state, allowances, stock, periods
   if blocking then
     outcome, code = blocking, blocking == DENIED and 'risk_denied' or 'challenge_required'
   else
@@ -238,12 +331,18 @@ local function decide(nth, k, a)
       outcome, code = LIMIT_REACHED, 'limit_reached'
     elseif stock_left <= 0 then
       outcome, code = SOLD_OUT, 'sold_out'
+    elseif granted >= period_cap then
+      outcome, code, wait = period_refusal(nth)
     end
   end
   allow(user_field, user_grants, user_hits, device_field, device_grants, device_hits,
         not outcome)
   if not outcome then
+    if user_daily > 0 then fields[daily_names[nth]] = day_prefix .. (user_count + 1) end
     return grant(a, voucher_key, fired)
+  end
+  if wait then -- a daily refusal is not stored: tomorrow the same request may succeed
+    return reject(a, outcome, code, 0, wait, fired)
   end
   if not blocking then -- a refusal of the campaign's is stored for replay
     written[voucher_key] = 'x' .. SEP .. outcome .. SEP .. campaign_id .. SEP ..
@@ -258,7 +357,7 @@ end
 local function read(claims)
   local vouchers = {}
   local wanted = {KEYS[1], 'starts_ms', 'ends_ms', 'paused', 'stock_left', 'per_user_limit',
-                  'per_device_limit', 'voucher_ttl_s', 'granted'}
+                  'per_device_limit', 'voucher_ttl_s', 'granted', 'periods'}
   local k, a = HEAD_KEYS, HEAD_ARGS
   for nth = 1, claims do
     vouchers[nth] = KEYS[k + VOUCHER]
@@ -268,11 +367,13 @@ local function read(claims)
   end
   records = redis.call('MGET', unpack(vouchers))
   stored = redis.call('HMGET', unpack(wanted))
-  starts_ms, ends_ms, paused, stock_left, per_user, per_device, ttl_s, granted =
+  starts_ms, ends_ms, paused, stock_left, per_user, per_device, ttl_s, granted, periods =
     unpack(stored, 1, CAMPAIGN_READ)
   found = starts_ms
   per_user, per_device = (per_user or 0) + 0, (per_device or 0) + 0
   stock_left, granted = (stock_left or 0) + 0, (granted or 0) + 0
+  period_cap, daily_cap, user_daily = CAP, CAP, 0
+  if periods then read_periods(claims) end
 end
 
 -- Every write, in one place: the coarse logs' pending tails (the hits, as a list log's went in
@@ -284,6 +385,9 @@ local function write(granted_before)
     local hset, n = {KEYS[1]}, 1
     if granted ~= granted_before then
       hset[2], hset[3], hset[4], hset[5], n = 'stock_left', stock_left, 'granted', granted, 5
+      if daily_cap ~= CAP then
+        hset[6], hset[7], n = 'today', day_prefix .. (day_granted + granted - granted_before), 7
+      end
     end
     for field, value in pairs(fields) do
       hset[n + 1], hset[n + 2], n = field, value, n + 2
