@@ -62,6 +62,23 @@ def _merge(*parts: Mapping[int, str]) -> dict[int, str]:
     return dict(sorted(merged.items()))
 
 
+# Each port describes itself: its document and its docs page, open to anyone.
+DOC_ROUTES = (
+    Route(
+        "get",
+        "/openapi.json",
+        "openapi",
+        "This document",
+        {200: "application/json"},
+        {},
+        public=True,
+    ),
+    Route(
+        "get", "/docs", "docs", "This document in Swagger UI", {200: "text/html"}, {}, public=True
+    ),
+)
+
+
 CLAIM_409 = {
     409: "sold_out, limit_reached, daily_stock_exhausted (Retry-After), budget_exhausted, "
     "campaign_not_active"
@@ -146,18 +163,7 @@ PUBLIC_ROUTES = [
         {},
         public=True,
     ),
-    Route(
-        "get",
-        "/openapi.json",
-        "openapi",
-        "This document",
-        {200: "application/json"},
-        {},
-        public=True,
-    ),
-    Route(
-        "get", "/docs", "docs", "This document in Swagger UI", {200: "text/html"}, {}, public=True
-    ),
+    *DOC_ROUTES,
 ]
 
 ADMIN_BODY = _merge(BODY, AUTH, FORBIDDEN, UNAVAILABLE)
@@ -288,18 +294,7 @@ ADMIN_ROUTES = [
     _supplier_action("force-open", "forceOpenSupplier", "Open a supplier's breaker by hand"),
     _supplier_action("force-closed", "forceClosedSupplier", "Close a supplier's breaker by hand"),
     _supplier_action("reset", "resetSupplier", "Reset a supplier's breaker to automatic"),
-    Route(
-        "get",
-        "/openapi.json",
-        "openapi",
-        "This document",
-        {200: "application/json"},
-        {},
-        public=True,
-    ),
-    Route(
-        "get", "/docs", "docs", "This document in Swagger UI", {200: "text/html"}, {}, public=True
-    ),
+    *DOC_ROUTES,
 ]
 
 _ID_SCHEMA = msgspec.json.schema(models.Id)
