@@ -101,11 +101,19 @@ for r = 1, R do
   end
 end
 
-if #fired > 0 then
-  local ids = {}
-  for i = 1, #fired do ids[i] = ARGV[rule_base + (fired[i] - 1) * 4] end
-  emit('risk.hit', {'rules', table.concat(ids, ','), 'decision',
-                    blocking == 6 and 'deny' or (blocking == 7 and 'challenge' or 'shadow')})
+-- One event per mode: an event's decision is then every one of its rules' mode.
+local enforced, shadow = {}, {}
+for i = 1, #fired do
+  local o = rule_base + (fired[i] - 1) * 4
+  local ids = ARGV[o + 3] == 'shadow' and shadow or enforced
+  ids[#ids + 1] = ARGV[o]
+end
+if #enforced > 0 then
+  emit('risk.hit', {'rules', table.concat(enforced, ','), 'decision',
+                    blocking == 6 and 'deny' or 'challenge'})
+end
+if #shadow > 0 then
+  emit('risk.hit', {'rules', table.concat(shadow, ','), 'decision', 'shadow'})
 end
 if blocking == 7 and ARGV[15] == '1' and
    redis.call('SET', KEYS[3 + L + R], '1', 'NX', 'PX', ARGV[4]) then
