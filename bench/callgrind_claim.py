@@ -59,7 +59,7 @@ token = "callgrind"
 id = "bench"
 api_key = "bench-key"
 [limits]
-claim = [{ by = "ip", limit = 100000, window_s = 10 }, { by = "user", limit = 10, window_s = 60 }]
+claim = [{ by = "ip", limit = 1000000, window_s = 60 }, { by = "user", limit = 10, window_s = 60 }]
 """
 RULE = """
 [[risk.rules]]

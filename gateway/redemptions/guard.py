@@ -53,11 +53,11 @@ class RedeemGuard:
             r for r in settings.risk_rules if KINDS[r.kind].route == "redeem"
         ]
         self._max_len = settings.redis.stream_max_len
-        # The script's trailing arguments: a (limit, window ms) pair per limit, then a tuple
+        # The script's trailing arguments: (limit, window ms, group) per limit, then a tuple
         # per rule (the effect a shadow rule has is only its event).
         self._tail: list[Any] = []
         for lim in self._limits:
-            self._tail += [lim.limit, lim.window_s * 1000]
+            self._tail += [lim.limit, lim.window_ms, lim.group]
         for rule in self._rules:
             effect = "shadow" if rule.mode == "shadow" else rule.decision
             self._tail += [rule.id, rule.threshold, rule.window_s * 1000, effect]
