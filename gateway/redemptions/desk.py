@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway import codes
-from gateway.errors import ApiError, business, invalid
+from gateway.errors import ApiError, business, invalid, replayed
 from gateway.http.wire import Answer
 from gateway.models import Caller, RedeemRequest, RedemptionView, encoder
 from gateway.records import IDEMPOTENCY_TTL_S, REFUSALS, SEP, Outcome, fingerprint
@@ -135,9 +135,7 @@ class RedeemDesk:
             answer = await self.answer(tag, rest[0])
             answer.headers["Idempotent-Replayed"] = "true"
             return answer
-        error = business(REFUSALS[Outcome(int(rest[0]))], {"Idempotent-Replayed": "true"})
-        error.request_id = rest[1]
-        raise error
+        raise replayed(REFUSALS[Outcome(int(rest[0]))], rest[1])
 
     async def answer(self, tag: str, rid: str) -> Answer:
         """The redemption's current state: 200, or 202 while a supplier outcome is pending."""
