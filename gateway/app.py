@@ -99,7 +99,7 @@ class Services:
         self._declare_metrics()
         self._spawn(self._refresh_lists())
         self._spawn(self.breakers.run())
-        self._spawn(self.call_log.run())
+        self.call_log.start()
         self._spawn(self.reconciler.run())
         self._spawn(self._flush_metrics())
 
@@ -165,7 +165,7 @@ class Services:
                 await asyncio.wait([task], timeout=0.1)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 task.result()
-        await self.call_log.drain(CALL_LOG_DRAIN_S)
+        await self.call_log.close(CALL_LOG_DRAIN_S)
         await self.pool.close()
         if self.fast is not None:
             await self.fast.aclose()

@@ -1,15 +1,16 @@
 """Every supplier call as a `supplier.call` event on its redemption's stream, for the ledger.
 
 The supplier pool reports each call to its observer, synchronously, from inside a redemption
-(or the reconciler). This observer counts it in the metrics at once and queues the event;
-`run` appends the queue to the streams in pipelined batches. Nothing on the answer path waits
-on Valkey for it, and a Valkey outage only delays the events: a failed batch is retried (at
-least once: a batch whose reply a dropped connection lost may be appended twice).
+(or the reconciler). This observer counts it in the metrics at once and queues the event; a
+background writer appends the queue to the streams in pipelined batches. Nothing on the
+answer path waits on Valkey for it, and a Valkey outage only delays the events: a failed
+batch is retried (at least once: a batch whose reply a dropped connection lost is appended
+again). A closing worker writes what is queued before it lets go of Valkey.
 
-Limits, on purpose: a worker killed before a batch is written loses those events (at most
-one batch interval's calls); past `max_queued` waiting events (a long outage) the oldest are
-dropped and counted in the log. Calls for order ids that are not redemption ids have no
-stream, so only their metrics count.
+Limits, on purpose: a worker killed before a batch is written loses those events (the calls
+of the last few milliseconds); past `max_queued` waiting events (a long outage) the oldest
+are dropped and logged. Calls for order ids that are not redemption ids have no stream, so
+only their metrics count.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class SupplierCallLog:
         self._max_queued = max_queued
         self._dropped = 0
         self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
 
     def call_finished(
         self,
@@ -103,10 +106,34 @@ class SupplierCallLog:
         """Events waiting to be written."""
         return len(self._queue)
 
+    def start(self) -> None:
+        """Write in the background from now on, until close()."""
+        self._task = asyncio.create_task(self.run())
+
+    async def close(self, timeout_s: float) -> None:
+        """Write what is queued, then stop; after timeout_s the rest is given up (logged).
+
+        The writer finishes on its own rather than being cancelled: a write cancelled after
+        it was sent would leave its events queued, and they would be written twice.
+        """
+        self._closing = True
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        done, _ = await asyncio.wait([task], timeout=timeout_s)
+        if not done:
+            task.cancel()
+            await asyncio.wait([task], timeout=1.0)
+            log.warning("supplier call events: %d not written at shutdown", len(self._queue))
+        elif not task.cancelled() and task.exception() is not None:
+            log.error("supplier call events: writer failed", exc_info=task.exception())
+
     async def run(self) -> None:
-        """Write queued events until cancelled; Valkey errors are logged and retried."""
+        """Write queued events until cancelled, or until close() once the queue is empty;
+        Valkey errors are logged and retried."""
         failing = False
-        while True:
+        while not (self._closing and not self._queue):
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
@@ -140,15 +167,3 @@ class SupplierCallLog:
         errors = [reply for reply in replies if isinstance(reply, Exception)]
         if errors:
             log.error("supplier call events: %d refused, e.g. %s", len(errors), errors[0])
-
-    async def drain(self, timeout_s: float) -> None:
-        """Write what is queued (at shutdown); gives up after timeout_s, logging what is lost."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                while self._queue:
-                    try:
-                        await self.write_batch()
-                    except UNREACHABLE:
-                        await asyncio.sleep(RETRY_S / 5)
-        except TimeoutError:
-            log.warning("supplier call events: %d not written at shutdown", len(self._queue))

@@ -4,7 +4,6 @@ redemption's stream, written in the background, kept while Valkey is away."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from typing import Any
 
@@ -16,6 +15,7 @@ from gateway import codes
 from gateway.redemptions.supplier_log import SupplierCallLog
 from gateway.telemetry import tally
 from gateway.valkey import keys
+from tests.support.waiting import eventually
 
 
 def closed_port_url() -> str:
@@ -59,23 +59,30 @@ async def test_events_wait_while_valkey_is_away_and_are_written_once_it_answers(
     away = aredis.Redis.from_url(closed_port_url())
     log = SupplierCallLog(away, 10_000)
     rid = codes.new_redemption_id("EF")
-    for outcome in ("unknown", "not_found"):
-        log.call_finished("alpha", outcome, 0.01, order_id=rid)
     try:
-        task = asyncio.create_task(log.run())
-        await asyncio.sleep(0.3)  # a few failed writes
-        assert not task.done() and log.queued == 2
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        assert log.queued == 2  # a cancelled write gives its batch back
-        log._redis = redis_client  # Valkey is back (the worker's closing drain)
-        await log.drain(5.0)
-        assert log.queued == 0
+        log.start()
+        for outcome in ("unknown", "not_found"):
+            log.call_finished("alpha", outcome, 0.01, order_id=rid)
+        await asyncio.sleep(0.3)  # a failed write, and the writer waiting to retry
+        assert log.queued == 2
+        log._redis = redis_client  # Valkey is back
+        await eventually(lambda: log.queued == 0, within_s=3.0)
     finally:
+        await log.close(1.0)
         await away.aclose()
     events = decoded(await redis_client.xrange(keys.events("EF")))
     assert [e["outcome"] for e in events] == ["unknown", "not_found"]  # in order, once each
+
+
+async def test_close_writes_what_is_queued_before_the_writer_stops(redis_client: Any) -> None:
+    log = SupplierCallLog(redis_client, 10_000)
+    log.start()
+    rid = codes.new_redemption_id("EF")
+    for _ in range(1_000):  # more than one batch
+        log.call_finished("alpha", "success", 0.01, order_id=rid)
+    await log.close(5.0)
+    assert log.queued == 0
+    assert await redis_client.xlen(keys.events("EF")) == 1_000
 
 
 async def test_a_full_queue_drops_the_oldest_events(redis_client: Any) -> None:
@@ -83,7 +90,7 @@ async def test_a_full_queue_drops_the_oldest_events(redis_client: Any) -> None:
     rid = codes.new_redemption_id("EF")
     for outcome in ("unknown", "not_found", "success"):
         log.call_finished("alpha", outcome, 0.01, order_id=rid)
-    await log.drain(5.0)
+    await log.write_batch()
     events = decoded(await redis_client.xrange(keys.events("EF")))
     assert [e["outcome"] for e in events] == ["not_found", "success"]
 
