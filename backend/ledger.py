@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from backend import events as ev
 from backend.projections import Projection, Projector
 from backend.schema import (
+    breaker_openings,
     campaigns,
     counters,
     dead_letters,
@@ -132,6 +133,8 @@ async def _write(connection: AsyncConnection, out: Projection, dead: list[dict[s
     await _apply_transitions(connection, out.transitions)
     if out.supplier_calls:
         await connection.execute(supplier_calls.insert(), out.supplier_calls)
+    if out.breaker_openings:
+        await connection.execute(breaker_openings.insert(), out.breaker_openings)
 
 
 def _decode_all(

@@ -9,7 +9,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.schema import campaigns, counters, events, minute_counts, supplier_calls, vouchers
+from backend.schema import (
+    breaker_openings,
+    campaigns,
+    counters,
+    events,
+    minute_counts,
+    supplier_calls,
+    vouchers,
+)
 
 
 def _rate(part: int, whole: int) -> float:
@@ -196,38 +204,47 @@ def _percentile(sorted_values: list[int], q: float) -> int | None:
 
 
 async def suppliers_report(engine: AsyncEngine, day: str | None) -> dict[str, Any]:
-    """Per supplier per day: calls by outcome, p50/p99 latency where known, failovers."""
-    query = select(
-        supplier_calls.c.supplier,
-        supplier_calls.c.day,
-        supplier_calls.c.outcome,
-        supplier_calls.c.latency_ms,
-        supplier_calls.c.failover,
+    """Per supplier per day: calls by outcome, p50/p99 latency of the calls made (refusals
+    have none), failovers and breaker openings; from `supplier.call` and
+    `supplier.breaker_opened` events."""
+    c, b = supplier_calls.c, breaker_openings.c
+    counts = select(
+        c.supplier, c.day, c.outcome, func.count().label("n"), func.sum(c.failover).label("f")
+    ).group_by(c.supplier, c.day, c.outcome)
+    latencies = (
+        select(c.supplier, c.day, c.latency_ms)
+        .where(c.latency_ms.is_not(None))
+        .order_by(c.supplier, c.day, c.latency_ms)
     )
+    openings = select(b.supplier, b.day, func.count().label("n")).group_by(b.supplier, b.day)
     if day is not None:
-        query = query.where(supplier_calls.c.day == day)
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
+        counts, latencies = counts.where(c.day == day), latencies.where(c.day == day)
+        openings = openings.where(b.day == day)
+    groups: dict[tuple[str, str], dict[str, Any]] = defaultdict(
+        lambda: {"calls": {}, "latencies": [], "failovers": 0, "breaker_openings": 0}
+    )
     async with engine.connect() as connection:
-        for row in await connection.execute(query):
-            g = groups.setdefault(
-                (row.supplier, row.day),
-                {"calls": defaultdict(int), "latencies": [], "failovers": 0},
-            )
-            g["calls"][row.outcome] += 1
-            g["failovers"] += row.failover
-            if row.latency_ms is not None:
-                g["latencies"].append(row.latency_ms)
+        for row in await connection.execute(counts):
+            g = groups[(row.supplier, row.day)]
+            g["calls"][row.outcome] = row.n
+            g["failovers"] += int(row.f or 0)
+        for row in await connection.execute(latencies):
+            groups[(row.supplier, row.day)]["latencies"].append(row.latency_ms)
+        for row in await connection.execute(openings):
+            groups[(row.supplier, row.day)]["breaker_openings"] = row.n
+    # Every row names every outcome seen, so the CSV has one column per outcome.
+    outcomes = sorted({outcome for g in groups.values() for outcome in g["calls"]})
     rows = []
     for (supplier, d), g in sorted(groups.items()):
-        latencies = sorted(g["latencies"])
         rows.append(
             {
                 "supplier": supplier,
                 "day": d,
-                "calls": dict(g["calls"]),
-                "p50_ms": _percentile(latencies, 0.5),
-                "p99_ms": _percentile(latencies, 0.99),
+                "calls": {outcome: g["calls"].get(outcome, 0) for outcome in outcomes},
+                "p50_ms": _percentile(g["latencies"], 0.5),
+                "p99_ms": _percentile(g["latencies"], 0.99),
                 "failovers": g["failovers"],
+                "breaker_openings": g["breaker_openings"],
             }
         )
     return {"suppliers": rows}
