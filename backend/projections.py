@@ -28,7 +28,7 @@ CAMPAIGN_CONFIG = ("name", "starts_ms", "voucher_ttl_s", "unit_cost", "currency"
 
 
 def vkey(e: Event) -> str:
-    """A voucher's ledger key: its `claim_id` (the code's digest), which every event of its
+    """A voucher's ledger key: its `claim_id` (the code, encrypted), which every event of its
     life carries; events written before they all did are matched by campaign, masked code and
     owner (see schema.vouchers)."""
     claim_id = e.get("claim_id")

@@ -48,7 +48,7 @@ Index("events_voucher", events.c.campaign_id, events.c.voucher_masked)
 Index("events_type_campaign_ts", events.c.type, events.c.campaign_id, events.c.ts_ms)
 
 # One row per voucher, keyed by campaign + masked code + owner (`vkey`): every event of a
-# voucher carries those three, while only its grant carries the claim id (the code's digest).
+# voucher carries those three, while only its grant carries the claim id (the code, encrypted).
 # `state_order` (the stream entry id as a number) lets a later event win whatever order two
 # ingesters commit in.
 vouchers = Table(

@@ -49,6 +49,7 @@ class Services:
         self.redis_url = redis_url
         self.data_key = data_key
         self.code_key = codes.code_key(data_key)
+        self.claim_ids = codes.ClaimIds(data_key)
         self.clients = Clients(settings.clients)
         self.client_ip = ClientIp(settings.server.trusted_proxies)
         self._tasks: list[asyncio.Task[None]] = []
@@ -68,7 +69,12 @@ class Services:
         await self._load_scripts()
         self.lists = RiskListCache()
         self.claims = ClaimDesk(
-            self.redis, self.scripts, self.settings, self.lists.lists, self.code_key
+            self.redis,
+            self.scripts,
+            self.settings,
+            self.lists.lists,
+            self.code_key,
+            self.claim_ids,
         )
         self.views = CampaignViews(self.redis)
         specs = [
@@ -90,7 +96,13 @@ class Services:
             stream_max_len=self.settings.redis.stream_max_len,
         )
         self.redemptions = RedeemDesk(
-            self.redis, self.scripts, self.settings, self.pool, self.data_key, self.lists.lists
+            self.redis,
+            self.scripts,
+            self.settings,
+            self.pool,
+            self.data_key,
+            self.claim_ids,
+            self.lists.lists,
         )
         redemption = self.settings.redemption
         self.reconciler = Reconciler(

@@ -152,10 +152,12 @@ class ClaimDesk:
         settings: Settings,
         lists: RiskLists,
         code_key: bytes,
+        claim_ids: codes.ClaimIds,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
         self._code_key = code_key
+        self._claim_ids = claim_ids
         self._scripts = scripts
         self._batches = ClaimBatcher(scripts.claim)
         self._lists = lists
@@ -215,7 +217,7 @@ class ClaimDesk:
         voucher_key = ring.voucher_prefix + code
         await self._raise_if_sold_out(campaign_id, voucher_key, now)
 
-        claim_id = codes.claim_id_for(code)
+        claim_id = self._claim_ids.of(code)
         request_fp = fingerprint(campaign_id, req.user_id, req.device_id)
         rules = [] if not self._rules or self._lists.is_allowed(req.user_id) else self._rules
         rule_keys, rule_args = self._rule_args(tag, campaign_id, ids, rules) if rules else ([], [])
@@ -395,7 +397,7 @@ class ClaimDesk:
             raise business("idempotency_key_reused")
         metrics.idempotent_replays.inc()
         if state != "x":
-            answer = self._granted(campaign_id, user_id, code, codes.claim_id_for(code), int(value))
+            answer = self._granted(campaign_id, user_id, code, self._claim_ids.of(code), int(value))
             answer.headers["Idempotent-Replayed"] = "true"
             return answer
         raise replayed(REFUSALS[Outcome(int(value))], who)

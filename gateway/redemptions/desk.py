@@ -39,17 +39,19 @@ class RedeemDesk:
         settings: Settings,
         pool: SupplierPool,
         data_key: bytes | None,
+        claim_ids: codes.ClaimIds,
         lists: RiskLists | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._scripts = scripts
+        self._claim_ids = claim_ids
         self._data_key = data_key
         self._clock = clock
         self._max_len = settings.redis.stream_max_len
         self._sweep_after_ms = int(settings.redemption.sweep_after_s * 1000)
         lists = lists if lists is not None else RiskLists()
-        self.guard = RedeemGuard(scripts, settings, lists, clock)
-        self.recharge = DirectRecharge(redis, scripts, settings, pool, data_key, clock)
+        self.guard = RedeemGuard(scripts, settings, lists, claim_ids, clock)
+        self.recharge = DirectRecharge(redis, scripts, settings, pool, claim_ids, data_key, clock)
 
     async def redeem(self, req: RedeemRequest, caller: Caller, idem_key: str) -> Answer:
         """One redemption's answer; raises ApiError for every refusal."""
@@ -101,7 +103,7 @@ class RedeemDesk:
                     self._sweep_after_ms,
                     code,
                     keys.card_pool(tag, ""),
-                    codes.claim_id_for(code),
+                    self._claim_ids.of(code),
                 ],
             ),
         )

@@ -43,9 +43,11 @@ class RedeemGuard:
         scripts: Any,
         settings: Settings,
         lists: RiskLists,
+        claim_ids: codes.ClaimIds,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._scripts = scripts
+        self._claim_ids = claim_ids
         self._lists = lists
         self._clock = clock
         self._limits: list[Limit] = list(settings.limits.get("redeem", []))
@@ -155,7 +157,7 @@ class RedeemGuard:
                     caller.ip,
                     caller.request_id,
                     caller.client_id,
-                    codes.claim_id_for(code) if code else "",
+                    self._claim_ids.of(code) if code else "",
                     1 if pass_keys else 0,
                     *self._tail,
                     *(refund or []),

@@ -282,6 +282,7 @@ async def test_claim_burst_across_a_window_boundary_admits_at_most_the_limit(
             gw.settings,
             RiskLists(),
             services.code_key,
+            services.claim_ids,
             clock=clock,
         )
 
@@ -302,7 +303,13 @@ async def test_redeem_burst_across_a_window_boundary_admits_at_most_the_limit(
         services = services_of(gw)
         clock = FakeClock(minute_aligned())
         desk = RedeemDesk(
-            services.redis, services.scripts, gw.settings, services.pool, None, clock=clock
+            services.redis,
+            services.scripts,
+            gw.settings,
+            services.pool,
+            None,
+            services.claim_ids,
+            clock=clock,
         )
 
         async def attempt(tag: str) -> None:

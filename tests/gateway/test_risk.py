@@ -348,7 +348,13 @@ async def test_local_lockout_memory_never_outlives_each_rules_own_retry(
         services = gw.public.server.app[SERVICES]
         clock = FakeClock(float(int(time.time()) - 3600))
         desk = RedeemDesk(
-            services.redis, services.scripts, gw.settings, services.pool, None, clock=clock
+            services.redis,
+            services.scripts,
+            gw.settings,
+            services.pool,
+            None,
+            services.claim_ids,
+            clock=clock,
         )
 
         async def attempt(ip: str) -> str:
