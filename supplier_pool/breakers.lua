@@ -2,7 +2,8 @@
 -- KEYS[1]  the breaker hash (field = supplier id, value = JSON
 --          {"forced": "open"|"closed"|null, "open_until": unix seconds|null, "reset_at": ...})
 -- ARGV[1]  supplier id
--- ARGV[2]  open_until, unix seconds (float)
+-- ARGV[2]  open_until, unix seconds (float, to the millisecond: cjson re-encodes every number
+--          of the entry with 14 significant digits, exact for unix milliseconds)
 -- Returns 1 when written; 0 when an admin-forced state or a later open_until already wins.
 local supplier = ARGV[1]
 local open_until = tonumber(ARGV[2])

@@ -7,7 +7,10 @@ request ever waits on Redis.
 Hash `gw:{suppliers}:breakers`, field = supplier id, value = JSON
 `{"forced": "open"|"closed"|null, "open_until": <unix s>|null, "reset_at": <unix s>|null}`.
 Admin writes (force, reset) replace the value; trips are merged by `breakers.lua`, which never
-overrides a forced state and only ever moves `open_until` later.
+overrides a forced state and only ever moves `open_until` later. Times are written to the
+millisecond: the script re-encodes every number of the entry with cjson's 14 significant
+digits, which keeps unix milliseconds exact; a finer `reset_at` could come back rounded up and
+read as a newer reset, closing again every breaker that had just opened.
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ class BreakerSync:
 
     async def reset(self, supplier_id: str) -> None:
         """Back to CLOSED in every worker, clearing forced states and shared trips."""
-        reset_at = self._wall()
+        reset_at = _to_ms(self._wall())
         await self._write(supplier_id, BreakerEntry(reset_at=reset_at))
         self._applied_reset[supplier_id] = reset_at
         self._pool.reset(supplier_id)
@@ -126,7 +129,7 @@ class BreakerSync:
             local_until = breaker.open_until
             if local_until is None or local_until == self._known_local_until.get(supplier_id):
                 continue
-            wall_until = self._wall() + (local_until - breaker.clock())
+            wall_until = _to_ms(self._wall() + (local_until - breaker.clock()))
             await self._publish_trip(keys=[self._key], args=[supplier_id, repr(wall_until)])
             self._known_local_until[supplier_id] = local_until
             self._applied_until[supplier_id] = wall_until
@@ -154,6 +157,11 @@ class BreakerSync:
             local_until = breaker.open_until
             if local_until is not None:
                 self._known_local_until[supplier_id] = local_until
+
+
+def _to_ms(unix_s: float) -> float:
+    """Unix seconds to the millisecond: what survives the script's number encoding exactly."""
+    return round(unix_s, 3)
 
 
 def _stop_requested() -> bool:
