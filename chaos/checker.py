@@ -81,8 +81,28 @@ def delivered(history: History) -> set[str]:
 
 
 async def probe_vouchers(recorder: Recorder, history: History) -> tuple[int, int]:
-    """(acknowledged grants lost, acknowledged redemptions lost), by redeeming every voucher
-    once more with a fresh key after recovery (merchant vouchers: no supplier involved).
+    """(acknowledged grants lost, acknowledged redemptions lost): see `probe_lost`."""
+    lost, lost_redemptions = await probe_lost(recorder, history)
+    return len(lost), lost_redemptions
+
+
+def loss_window_s(history: History, lost: set[str], faults: list[float]) -> float:
+    """The longest time between a lost grant's acknowledgement and the next fault after it:
+    how far back a fault took acknowledged changes (0 when nothing was lost)."""
+    window = 0.0
+    for op in history.of("claim", "ok"):
+        if op.value in lost:
+            answered = op.started + op.took
+            later = [f for f in faults if f >= answered]
+            if later:
+                window = max(window, min(later) - answered)
+    return window
+
+
+async def probe_lost(recorder: Recorder, history: History) -> tuple[set[str], int]:
+    """(voucher codes of acknowledged grants lost, acknowledged redemptions lost), by
+    redeeming every voucher once more with a fresh key after recovery (merchant vouchers: no
+    supplier involved).
 
     A lost grant answers 404 `voucher_not_found`; a lost redemption redeems again (200).
     """
@@ -97,8 +117,10 @@ async def probe_vouchers(recorder: Recorder, history: History) -> tuple[int, int
         lost_redemption = user in redeemed_users and op.outcome == "ok"
         return lost_grant, lost_redemption
 
-    results = await asyncio.gather(*(one(c, u) for c, u in owners.items()))
-    return sum(g for g, _ in results), sum(r for _, r in results)
+    codes = list(owners)
+    results = await asyncio.gather(*(one(c, owners[c]) for c in codes))
+    lost = {code for code, (gone, _) in zip(codes, results, strict=True) if gone}
+    return lost, sum(r for _, r in results)
 
 
 def double_deliveries(orders: Iterable[dict[str, Any]]) -> int:
