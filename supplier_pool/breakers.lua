@@ -4,7 +4,8 @@
 --          {"forced": "open"|"closed"|null, "open_until": unix seconds|null, "reset_at": ...})
 -- KEYS[2]  optional: the event stream for breaker openings
 -- ARGV[1]  supplier id
--- ARGV[2]  open_until, unix seconds (float)
+-- ARGV[2]  open_until, unix seconds (float, to the millisecond: cjson re-encodes every number
+--          of the entry with 14 significant digits, exact for unix milliseconds)
 -- ARGV[3]  when the trip happened, unix seconds (float)         (only with KEYS[2])
 -- ARGV[4]  the state the breaker opened from (closed, half_open) (only with KEYS[2])
 -- ARGV[5]  ARGV[3] as RFC 3339, the event's ts                  (only with KEYS[2])

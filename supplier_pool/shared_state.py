@@ -7,7 +7,10 @@ request ever waits on Redis.
 Hash `gw:{suppliers}:breakers`, field = supplier id, value = JSON
 `{"forced": "open"|"closed"|null, "open_until": <unix s>|null, "reset_at": <unix s>|null}`.
 Admin writes (force, reset) replace the value; trips are merged by `breakers.lua`, which never
-overrides a forced state and only ever moves `open_until` later.
+overrides a forced state and only ever moves `open_until` later. Times are written to the
+millisecond: the script re-encodes every number of the entry with cjson's 14 significant
+digits, which keeps unix milliseconds exact; a finer `reset_at` could come back rounded up and
+read as a newer reset, closing again every breaker that had just opened.
 
 With an `events_key`, the trip that opens a breaker anew (none known, or the last one over when
 it happened) is also appended to that stream as `supplier.breaker_opened`, in the same script:
@@ -122,7 +125,7 @@ class BreakerSync:
 
     async def reset(self, supplier_id: str) -> None:
         """Back to CLOSED in every worker, clearing forced states and shared trips."""
-        reset_at = self._wall()
+        reset_at = _to_ms(self._wall())
         await self._write(supplier_id, BreakerEntry(reset_at=reset_at))
         self._applied_reset[supplier_id] = reset_at
         self._pool.reset(supplier_id)
@@ -138,7 +141,7 @@ class BreakerSync:
             if local_until is None or local_until == self._known_local_until.get(supplier_id):
                 continue
             now, wall_now = breaker.clock(), self._wall()
-            wall_until = wall_now + (local_until - now)
+            wall_until = _to_ms(wall_now + (local_until - now))
             keys, args = [self._key], [supplier_id, repr(wall_until)]
             opened = breaker.opened
             if self._events_key is not None and opened is not None:
@@ -178,6 +181,11 @@ class BreakerSync:
             local_until = breaker.open_until
             if local_until is not None:
                 self._known_local_until[supplier_id] = local_until
+
+
+def _to_ms(unix_s: float) -> float:
+    """Unix seconds to the millisecond: what survives the script's number encoding exactly."""
+    return round(unix_s, 3)
 
 
 def _stop_requested() -> bool:

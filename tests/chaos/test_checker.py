@@ -61,3 +61,16 @@ def test_timeouts_and_outcome_unknown_503s_are_unknown_plain_refusals_are_not() 
     assert classify(502, "bad gateway", {}) == ("unknown", "502")
     assert classify(409, {"error": {"code": "sold_out"}}, {}) == ("refused", "sold_out")
     assert classify(201, {}, {}) == ("ok", "")
+
+
+def test_a_lost_grant_counts_back_from_the_first_fault_after_its_request_was_sent() -> None:
+    history = History(
+        [
+            # Sent 0.8 s before the fault at 10.0, answered just after it: lost in that fault.
+            Op("claim", "k1", "u1", 9.2, 0.81, "ok", 201, value="V1"),
+            Op("claim", "k2", "u2", 9.9, 0.05, "ok", 201, value="V2"),
+            Op("claim", "k3", "u3", 12.0, 0.01, "ok", 201, value="KEPT"),
+        ]
+    )
+    assert checker.loss_window_s(history, {"V1", "V2"}, [10.0, 15.0]) == pytest.approx(0.8)
+    assert checker.loss_window_s(history, set(), [10.0, 15.0]) == 0.0

