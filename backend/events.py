@@ -66,6 +66,9 @@ WIDTHS = {
 }
 
 
+_UNBOUNDED = 1 << 62
+
+
 class Malformed(ValueError):
     """An entry that cannot be a ledger event; the message is the dead letter's reason."""
 
@@ -113,9 +116,11 @@ def _check(kind: str, fields: dict[str, str]) -> None:
     missing = [name for name in REQUIRED.get(kind, ()) if not fields.get(name)]
     if missing:
         raise Malformed(f"{kind}: missing {', '.join(missing)}")
-    for name, width in WIDTHS.items():
-        if len(fields.get(name, "")) > width:
-            raise Malformed(f"{kind}: {name} longer than {width} characters")
+    # The fields present, not every width: most events carry a handful of them.
+    if any(len(value) > WIDTHS.get(name, _UNBOUNDED) for name, value in fields.items()):
+        for name, width in WIDTHS.items():  # the first in WIDTHS order names the reason
+            if len(fields.get(name, "")) > width:
+                raise Malformed(f"{kind}: {name} longer than {width} characters")
     for name in INTEGERS:
         value = fields.get(name)
         if value:
@@ -127,16 +132,24 @@ def _check(kind: str, fields: dict[str, str]) -> None:
                 raise Malformed(f"{kind}: {name} out of range")
 
 
+def _decoded(raw: dict[Any, Any]) -> dict[str, str]:
+    try:  # the usual reply: UTF-8 bytes
+        return {k.decode(): v.decode() for k, v in raw.items()}
+    except (AttributeError, UnicodeDecodeError):
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+
 def decode(stream: str, entry_id: str, raw: dict[Any, Any]) -> Event:
     """The event of one entry; raises Malformed naming what is wrong."""
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = _decoded(raw)
     kind, ts = fields.pop("type", ""), fields.pop("ts", "")
     if not kind:
         raise Malformed("no type")
     if not ts:
         raise Malformed(f"{kind[:64]}: no ts")
     ts_ms = _ts_ms(ts)
-    _check(kind[:64], fields | {"type": kind, "ts": ts})
+    wide = len(kind) > WIDTHS["type"] or len(ts) > WIDTHS["ts"]
+    _check(kind[:64], fields | {"type": kind, "ts": ts} if wide else fields)
     return Event(stream, entry_id, entry_order(entry_id), kind, ts, ts_ms, fields)
 
 
