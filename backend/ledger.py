@@ -87,7 +87,8 @@ async def _insert_events(connection: AsyncConnection, rows: list[tuple[Any, ...]
         return
     dialect = connection.dialect.name
     if dialect == "postgresql":
-        await connection.exec_driver_sql(_events_sql(dialect), tuple(map(list, zip(*rows))))
+        columns = tuple(map(list, zip(*rows, strict=True)))
+        await connection.exec_driver_sql(_events_sql(dialect), columns)
     else:
         await connection.exec_driver_sql(_events_sql(dialect), rows)
 
