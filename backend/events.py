@@ -67,6 +67,11 @@ WIDTHS = {
 
 
 _UNBOUNDED = 1 << 62
+# Every width but a few is at least _FLOOR: an event whose values all fit in it is checked
+# against those few only.
+_FLOOR = 64
+_NARROW = {name: width for name, width in WIDTHS.items() if width < _FLOOR}
+_INTEGER_SET = frozenset(INTEGERS)
 
 
 class Malformed(ValueError):
@@ -83,8 +88,7 @@ class Event(msgspec.Struct, frozen=True):
     fields: dict[str, str]
 
     def get(self, name: str) -> str | None:
-        value = self.fields.get(name)
-        return value if value else None
+        return self.fields.get(name) or None
 
 
 def entry_order(entry_id: str) -> int:
@@ -112,15 +116,23 @@ def _ts_ms(ts: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _too_wide(fields: dict[str, str]) -> bool:
+    if max(map(len, fields.values()), default=0) <= _FLOOR:  # only a narrow one can be
+        return any(len(fields[name]) > _NARROW[name] for name in _NARROW.keys() & fields.keys())
+    return any(len(value) > WIDTHS.get(name, _UNBOUNDED) for name, value in fields.items())
+
+
 def _check(kind: str, fields: dict[str, str]) -> None:
-    missing = [name for name in REQUIRED.get(kind, ()) if not fields.get(name)]
-    if missing:
+    required = REQUIRED.get(kind, ())
+    if not all(map(fields.get, required)):
+        missing = [name for name in required if not fields.get(name)]
         raise Malformed(f"{kind}: missing {', '.join(missing)}")
-    # The fields present, not every width: most events carry a handful of them.
-    if any(len(value) > WIDTHS.get(name, _UNBOUNDED) for name, value in fields.items()):
+    if _too_wide(fields):
         for name, width in WIDTHS.items():  # the first in WIDTHS order names the reason
             if len(fields.get(name, "")) > width:
                 raise Malformed(f"{kind}: {name} longer than {width} characters")
+    if _INTEGER_SET.isdisjoint(fields):
+        return
     for name in INTEGERS:
         value = fields.get(name)
         if value:

@@ -7,6 +7,7 @@ another ingester committed first, is a no-op, and the caller acks it all the sam
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,51 +47,50 @@ def _insert(connection: AsyncConnection, table: Any) -> Any:
     return sqlite.insert(table)
 
 
-def _guard_sql(dialect: str) -> str:
-    # One statement for the whole batch, the ids as one array (PostgreSQL) or one JSON text
-    # (SQLite); a conflicting row returns nothing.
-    if dialect == "postgresql":
-        rows = "SELECT $1::varchar, unnest($2::varchar[])"
-    else:
-        rows = "SELECT ?, value FROM json_each(?) WHERE true"  # WHERE: the upsert's parse
-    return (
-        f"INSERT INTO {ingested.name} (stream, entry_id) {rows} "
-        "ON CONFLICT DO NOTHING RETURNING entry_id"
-    )
+# One statement for the whole batch, whatever its size; stream entry ids (`ms-seq`) never
+# hold a comma.
+_PG_GUARD = (
+    f"WITH new AS (INSERT INTO {ingested.name} (stream, entry_id)"
+    " SELECT $1::varchar, unnest(string_to_array($2::text, ','))"
+    " ON CONFLICT DO NOTHING RETURNING entry_id)"
+    " SELECT string_agg(entry_id, ',') FROM new"
+)
+_SQLITE_SEEN = (
+    f"SELECT entry_id FROM {ingested.name}"
+    " WHERE stream = ? AND entry_id IN (SELECT value FROM json_each(?))"
+)
+_SQLITE_GUARD = (
+    f"INSERT INTO {ingested.name} (stream, entry_id) SELECT ?, value FROM json_each(?)"
+    " WHERE true ON CONFLICT DO NOTHING"  # WHERE: how SQLite parses an upsert's SELECT
+)
 
 
 async def _claim_guard(connection: AsyncConnection, stream: str, ids: list[str]) -> set[str]:
     """Insert every entry's guard row; return the ids whose insert took effect."""
-    dialect = connection.dialect.name
-    batch: Any = ids if dialect == "postgresql" else _json.encode(ids).decode()
-    result = await connection.exec_driver_sql(_guard_sql(dialect), (stream, batch))
-    return set(result.scalars())
-
-
-def _events_sql(dialect: str) -> str:
-    names = ", ".join(EVENT_COLUMNS)
-    if dialect == "postgresql":  # one statement: an array per column
-        # Unsized element types: a value too long for its column fails as a plain insert's
-        # would, where a cast to varchar(n) would cut it silently.
-        arrays = ", ".join(
-            f"${i}::{'bigint' if events_table.c[name].type.python_type is int else 'text'}[]"
-            for i, name in enumerate(EVENT_COLUMNS, start=1)
-        )
-        return f"INSERT INTO {events_table.name} ({names}) SELECT * FROM unnest({arrays})"
-    marks = ", ".join("?" for _ in EVENT_COLUMNS)
-    return f"INSERT INTO {events_table.name} ({names}) VALUES ({marks})"
+    if connection.dialect.name == "postgresql":
+        result = await connection.exec_driver_sql(_PG_GUARD, (stream, ",".join(ids)))
+        new = result.scalar()
+        return set(new.split(",")) if new else set()
+    # SQLite: the batch's transaction holds the database's write lock (BEGIN IMMEDIATE), so
+    # the rows there now are exactly the ones the insert conflicts with.
+    batch = (stream, _json.encode(ids).decode())
+    seen = set((await connection.exec_driver_sql(_SQLITE_SEEN, batch)).scalars())
+    await connection.exec_driver_sql(_SQLITE_GUARD, batch)
+    return set(ids) - seen if seen else set(ids)
 
 
 async def _insert_events(connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-    """The new events' rows, bypassing per-row statement building (the bulk of a batch)."""
+    """The new events' rows in one bulk write, not bound row by row (the bulk of a batch):
+    COPY on PostgreSQL (in the batch's transaction), executemany of one statement on SQLite."""
     if not rows:
         return
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        columns = tuple(map(list, zip(*rows, strict=True)))
-        await connection.exec_driver_sql(_events_sql(dialect), columns)
-    else:
-        await connection.exec_driver_sql(_events_sql(dialect), rows)
+    if connection.dialect.name == "postgresql":
+        raw: Any = (await connection.get_raw_connection()).driver_connection
+        await raw.copy_records_to_table(events_table.name, records=rows, columns=EVENT_COLUMNS)
+        return
+    names, marks = ", ".join(EVENT_COLUMNS), ", ".join("?" for _ in EVENT_COLUMNS)
+    sql = f"INSERT INTO {events_table.name} ({names}) VALUES ({marks})"
+    await connection.exec_driver_sql(sql, rows)
 
 
 async def _known_ttls(connection: AsyncConnection, decoded: list[ev.Event]) -> dict[str, Any]:
@@ -116,7 +116,8 @@ async def _many(
     if key not in _compiled:
         compiled = build().compile(dialect=connection.dialect, column_keys=list(columns))
         names = compiled.positiontup or []
-        _compiled[key] = (compiled.string, lambda row: tuple(row[n] for n in names))
+        pick = operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
+        _compiled[key] = (compiled.string, pick)
     sql, pick = _compiled[key]
     await connection.exec_driver_sql(sql, [pick(row) for row in rows])
 

@@ -60,6 +60,9 @@ _json = msgspec.json.Encoder()
 def event_row(event: Event) -> tuple[Any, ...]:
     """The raw-ledger row: common fields as columns, the rest as a JSON payload."""
     f = event.fields
+    columns = tuple(map(f.get, COLUMNS))
+    if "" in columns:  # an empty field is no value
+        columns = tuple(value or None for value in columns)
     rest = {k: v for k, v in f.items() if k not in _NOT_PAYLOAD}
     return (
         event.stream,
@@ -67,7 +70,7 @@ def event_row(event: Event) -> tuple[Any, ...]:
         event.type,
         event.ts,
         event.ts_ms,
-        *[f.get(name) or None for name in COLUMNS],
+        *columns,
         f.get("voucher_code") or None,
         _json.encode(rest).decode(),
     )
