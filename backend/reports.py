@@ -189,45 +189,55 @@ def _campaign_document(
     }
 
 
-def _percentile(sorted_values: list[int], q: float) -> int | None:
-    if not sorted_values:
+async def _latency_at(connection: Any, supplier: str, day: str, timed: int, q: float) -> int | None:
+    """The latency at rank min(n - 1, int(q * n)) of the group's n timed calls: the database
+    sorts them and hands over one value, whatever the number of calls."""
+    if not timed:
         return None
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+    c = supplier_calls.c
+    query = (
+        select(c.latency_ms)
+        .where(c.supplier == supplier, c.day == day, c.latency_ms.is_not(None))
+        .order_by(c.latency_ms)
+        .offset(min(timed - 1, int(q * timed)))
+        .limit(1)
+    )
+    value = await connection.scalar(query)
+    return None if value is None else int(value)
 
 
 async def suppliers_report(engine: AsyncEngine, day: str | None) -> dict[str, Any]:
     """Per supplier per day: calls by outcome, p50/p99 latency where known, failovers."""
-    query = select(
-        supplier_calls.c.supplier,
-        supplier_calls.c.day,
-        supplier_calls.c.outcome,
-        supplier_calls.c.latency_ms,
-        supplier_calls.c.failover,
-    )
+    c = supplier_calls.c
+    counts = select(
+        c.supplier,
+        c.day,
+        c.outcome,
+        func.count().label("n"),
+        func.sum(c.failover).label("failovers"),
+        func.count(c.latency_ms).label("timed"),
+    ).group_by(c.supplier, c.day, c.outcome)
     if day is not None:
-        query = query.where(supplier_calls.c.day == day)
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    async with engine.connect() as connection:
-        for row in await connection.execute(query):
-            g = groups.setdefault(
-                (row.supplier, row.day),
-                {"calls": defaultdict(int), "latencies": [], "failovers": 0},
-            )
-            g["calls"][row.outcome] += 1
-            g["failovers"] += row.failover
-            if row.latency_ms is not None:
-                g["latencies"].append(row.latency_ms)
+        counts = counts.where(c.day == day)
+    groups: dict[tuple[str, str], dict[str, Any]] = defaultdict(
+        lambda: {"calls": {}, "failovers": 0, "timed": 0}
+    )
     rows = []
-    for (supplier, d), g in sorted(groups.items()):
-        latencies = sorted(g["latencies"])
-        rows.append(
-            {
-                "supplier": supplier,
-                "day": d,
-                "calls": dict(g["calls"]),
-                "p50_ms": _percentile(latencies, 0.5),
-                "p99_ms": _percentile(latencies, 0.99),
-                "failovers": g["failovers"],
-            }
-        )
+    async with engine.connect() as connection:
+        for row in await connection.execute(counts):
+            g = groups[(row.supplier, row.day)]
+            g["calls"][row.outcome] = row.n
+            g["failovers"] += int(row.failovers or 0)
+            g["timed"] += row.timed
+        for (supplier, d), g in sorted(groups.items()):
+            rows.append(
+                {
+                    "supplier": supplier,
+                    "day": d,
+                    "calls": g["calls"],
+                    "p50_ms": await _latency_at(connection, supplier, d, g["timed"], 0.5),
+                    "p99_ms": await _latency_at(connection, supplier, d, g["timed"], 0.99),
+                    "failovers": g["failovers"],
+                }
+            )
     return {"suppliers": rows}

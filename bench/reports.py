@@ -157,10 +157,23 @@ async def build(url: str, claims: int, seed: int = 7) -> tuple[dict[str, Any], P
                 probes.code = code
             life = common | voucher | {"redemption_id": f"rdm-{n}", "kind": "card"}
             await ledger.add(campaign_id, later, life | {"type": "redemption.reserved"})
-            supplier = {"supplier": SUPPLIERS[n % 3], "latency_ms": str(20 + n % 180)}
+            supplier = SUPPLIERS[n % 3]
             await ledger.add(
-                campaign_id, later + 1, life | supplier | {"type": "redemption.delivered"}
+                campaign_id,
+                later + 1,
+                life | {"type": "redemption.delivered", "supplier": supplier},
             )
+            # The pool's own record of the call (a ledger that projects it counts it).
+            call = {
+                "type": "supplier.call",
+                "supplier": supplier,
+                "op": "place",
+                "outcome": "ok" if n % 50 else "timeout",
+                "redemption_id": f"rdm-{n}",
+                "failover": "1" if n % 50 == 0 else "0",
+                "latency_ms": str(20 + n % 180),
+            }
+            await ledger.add(campaign_id, later + 1, call)
             per_user[user_id] += 2
         elif n % 100 == 3:
             frozen = {"type": "voucher.frozen", "actor": "ops", "actor_ip": "10.1.0.1"}
@@ -234,12 +247,21 @@ async def time_reports(url: str, probes: Probes, repeat: int) -> dict[str, Any]:
     return out
 
 
-async def run(claims: int, repeat: int, keep: Path | None) -> dict[str, Any]:
+async def run(claims: int, repeat: int, ledger: Path | None = None) -> dict[str, Any]:
+    """Build the ledger (or reuse `ledger` if a run kept it there) and time every report."""
     work = Path(tempfile.mkdtemp(prefix="bench-reports-"))
-    path = keep or work / "ledger.db"
+    path = ledger or work / "ledger.db"
+    kept = path.with_suffix(".json")
     url = db.async_url(f"sqlite:///{path}", work)
     try:
-        built, probes = await build(url, claims)
+        if ledger is not None and path.exists() and kept.exists():
+            saved = json.loads(kept.read_text())
+            built, probes = saved["ledger"], Probes()
+            probes.__dict__.update(saved["probes"])
+        else:
+            built, probes = await build(url, claims)
+            if ledger is not None:
+                kept.write_text(json.dumps({"ledger": built, "probes": probes.__dict__}))
         reports = await time_reports(url, probes, repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -259,8 +281,14 @@ def main() -> None:
     parser.add_argument("--claims", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5, help="requests per report")
     parser.add_argument("--out", type=Path, default=BENCH / "last-reports.json")
+    parser.add_argument(
+        "--ledger",
+        type=Path,
+        default=None,
+        help="keep the ledger in this SQLite file; a later run reuses it instead of building",
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.claims, args.repeat, None))
+    result = asyncio.run(run(args.claims, args.repeat, args.ledger))
     text = json.dumps(result, indent=2)
     print(text)
     args.out.write_text(text + "\n")

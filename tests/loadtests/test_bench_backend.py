@@ -40,7 +40,7 @@ async def test_the_ingest_benchmark_commits_every_event_it_produced() -> None:
 
 
 async def test_the_report_benchmark_asks_every_report_of_a_ledger_it_built() -> None:
-    result = await reports.run(claims=3000, repeat=1, keep=None)
+    result = await reports.run(claims=3000, repeat=1)
     assert result["ledger"]["events"] > result["ledger"]["claims"] == 3000
     assert result["ledger"]["granted"] > 0
     assert set(result["reports"]) == {
