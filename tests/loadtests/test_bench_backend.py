@@ -29,9 +29,15 @@ def test_the_ingest_bar_holds_the_slower_database_to_twice_the_peak_claim_round(
     assert ingest_doc(report)["ingest_bar_met"] is True
 
 
-def test_without_claim_rounds_the_ingest_bar_is_not_judged() -> None:
-    doc = ingest_doc(Report(ingest={"events": 1, "sqlite": {"events_per_s": 5}}))
+def test_without_claim_rounds_the_bar_uses_an_earlier_runs_peak_or_is_not_judged() -> None:
+    alone = Report(ingest={"events": 1, "sqlite": {"events_per_s": 5000}})
+    doc = ingest_doc(alone)
     assert doc["ingest_vs_peak_claims"] is None and doc["ingest_bar_met"] is None
+    doc = ingest_doc(alone, earlier_peak=2000)
+    assert (doc["peak_claims_per_s"], doc["ingest_vs_peak_claims"]) == (2000, 2.5)
+    assert doc["peak_claims_from"] == "an earlier run (bench/last.json)"
+    alone.rounds = [_round("claim", 4000)]  # this run's own peak wins
+    assert ingest_doc(alone, earlier_peak=2000)["ingest_vs_peak_claims"] == 1.25
 
 
 async def test_the_ingest_benchmark_commits_every_event_it_produced() -> None:
