@@ -11,7 +11,7 @@ from aiohttp import web
 
 from backend.app import create_app
 from backend.db import async_url
-from gateway.settings import ConfigError, Settings, load
+from gateway.settings import ConfigError, Settings, load, resolve_data_key
 from gateway.valkey.connect import embedded_url
 
 
@@ -36,11 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load(args.config)
         url = redis_url(settings)
+        data_key = resolve_data_key(settings)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     database = async_url(settings.backend.database_url, settings.redis.data_dir)
-    app = create_app(settings, url, database)
+    app = create_app(settings, url, database, data_key=data_key)
     try:
         import uvloop
 

@@ -9,13 +9,24 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from backend import db
+from backend.clawback import ClawBacks, gateway_admin_url
 from backend.http.auth import Tokens
 from backend.http.envelope import envelope, request_id
 from backend.http.routes import add_routes
-from backend.http.state import ENGINE, INGESTER, METRICS, READER, REDIS, TOKENS
+from backend.http.state import (
+    CLAIM_IDS,
+    CLAW_BACKS,
+    ENGINE,
+    INGESTER,
+    METRICS,
+    READER,
+    REDIS,
+    TOKENS,
+)
 from backend.ingest import Ingester, IngestOptions
 from backend.metrics import BackendMetrics
-from gateway.settings import Settings
+from gateway.codes import ClaimIds
+from gateway.settings import Settings, data_key_bytes
 from gateway.valkey.connect import connect
 
 DEFAULT_INGEST = IngestOptions()
@@ -26,14 +37,21 @@ def create_app(
     redis_url: str,
     database_url: str,
     ingest: IngestOptions | None = DEFAULT_INGEST,
+    data_key: bytes | None = None,
 ) -> web.Application:
-    """The backend app; `database_url` is an async SQLAlchemy URL (db.async_url).
+    """The backend app; `database_url` is an async SQLAlchemy URL (db.async_url); `data_key`
+    the gateway's (`gateway.settings.resolve_data_key`), which turns claim ids into codes.
+    Without one it takes the configured key, else the in-process default the gateway's
+    create_app uses too (tests).
 
     With `ingest=None` it serves reports only (tests drive an Ingester themselves).
     """
+    if data_key is None and settings.security.data_key:
+        data_key = data_key_bytes(settings.security.data_key)
     app = web.Application(middlewares=[request_id, envelope])
     app[METRICS] = BackendMetrics()
     app[TOKENS] = Tokens(settings)
+    app[CLAIM_IDS] = ClaimIds(data_key)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         engine = db.create_engine(database_url)
@@ -61,6 +79,17 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, 10)
 
-    app.cleanup_ctx.extend([database, valkey, ingester])
+    async def claw_backs(app: web.Application) -> AsyncIterator[None]:
+        app[CLAW_BACKS] = ClawBacks(
+            app[READER],
+            app[REDIS],
+            app[CLAIM_IDS],
+            gateway_admin_url(settings),
+            settings.redis.stream_max_len,
+        )
+        yield
+        await app[CLAW_BACKS].close()
+
+    app.cleanup_ctx.extend([database, valkey, ingester, claw_backs])
     add_routes(app)
     return app

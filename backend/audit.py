@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.events import COLUMNS
 from backend.schema import events, vouchers
-from gateway.codes import claim_id_for
+from gateway.codes import ClaimIds
 
 FILTERS = ("voucher", "user", "campaign", "actor")
 _payload = msgspec.json.Decoder(dict[str, Any])
@@ -29,10 +29,10 @@ def entry(row: Any) -> dict[str, Any]:
     return out
 
 
-async def _voucher_clause(connection: Any, code: str) -> Any:
-    """Events of the voucher: its grant by claim id (the code's digest), the rest of its life
-    by campaign + masked code + owner, which the later events carry (they lack the claim id)."""
-    claim_id = claim_id_for(code)
+async def _voucher_clause(connection: Any, claim_id: str) -> Any:
+    """Events of the voucher: by its claim id (the code, encrypted under the data key), and
+    by campaign + masked code + owner, which events written before they all carried the
+    claim id were matched by."""
     found = (
         await connection.execute(
             select(vouchers.c.campaign_id, vouchers.c.voucher_masked, vouchers.c.user_id).where(
@@ -52,11 +52,13 @@ async def _voucher_clause(connection: Any, code: str) -> Any:
     )
 
 
-async def audit(engine: AsyncEngine, kind: str, value: str, limit: int) -> list[dict[str, Any]]:
+async def audit(
+    engine: AsyncEngine, claim_ids: ClaimIds, kind: str, value: str, limit: int
+) -> list[dict[str, Any]]:
     """Up to `limit` events matching one filter (voucher: a normalised code), oldest first."""
     async with engine.connect() as connection:
         if kind == "voucher":
-            where = await _voucher_clause(connection, value)
+            where = await _voucher_clause(connection, claim_ids.of(value))
         else:
             column = {"user": events.c.user_id, "campaign": events.c.campaign_id}.get(
                 kind, events.c.actor

@@ -41,6 +41,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "redemption.reserved": ("campaign_id", "voucher_code", "user_id"),
     "redemption.failed": ("campaign_id", "voucher_code", "user_id"),
     "redemption.rejected": ("code",),
+    "supplier.call": ("supplier", "outcome"),
+    "supplier.breaker_opened": ("supplier",),
 }
 # Integer fields whose value the projections add up.
 INTEGERS = ("stock", "added", "voucher_ttl_s", "unit_cost", "starts_ms", "latency_ms")
@@ -61,6 +63,10 @@ WIDTHS = {
     "actor_ip": 64,
     "voucher_code": 16,
     "supplier": 128,
+    "outcome": 32,
+    "op": 8,
+    "redemption_id": 64,
+    "from_state": 16,
     "currency": 8,
     "name": 256,
 }

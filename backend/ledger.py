@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from backend import events as ev
 from backend.projections import EVENT_COLUMNS, Projection, Projector
 from backend.schema import (
+    breaker_openings,
     campaigns,
     counters,
     dead_letters,
@@ -200,6 +201,8 @@ async def _write(connection: AsyncConnection, out: Projection, dead: list[dict[s
     await _apply_transitions(connection, out.transitions)
     if out.supplier_calls:
         await connection.execute(supplier_calls.insert(), out.supplier_calls)
+    if out.breaker_openings:
+        await connection.execute(breaker_openings.insert(), out.breaker_openings)
 
 
 class Decoded(msgspec.Struct):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -27,13 +28,18 @@ CAMPAIGN_CONFIG = ("name", "starts_ms", "voucher_ttl_s", "unit_cost", "currency"
 
 
 def vkey(e: Event) -> str:
-    """A voucher's ledger key: its `claim_id` (the code's digest), which every event of its
+    """A voucher's ledger key: its `claim_id` (the code, encrypted), which every event of its
     life carries; events written before they all did are matched by campaign, masked code and
     owner (see schema.vouchers)."""
     claim_id = e.get("claim_id")
     if claim_id:
         return claim_id
     return f"{e.fields['campaign_id']}\x1f{e.fields['voucher_code']}\x1f{e.fields['user_id']}"
+
+
+def utc_day(ts_ms: int) -> str:
+    """`YYYY-MM-DD` of the instant, in UTC (the supplier report's day)."""
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).date().isoformat()
 
 
 def _int(value: str | None) -> int | None:
@@ -49,6 +55,7 @@ class Projection:
     grants: list[dict[str, Any]] = field(default_factory=list)
     transitions: list[dict[str, Any]] = field(default_factory=list)
     supplier_calls: list[dict[str, Any]] = field(default_factory=list)
+    breaker_openings: list[dict[str, Any]] = field(default_factory=list)
 
 
 # The raw ledger's columns (schema.events) in the order `event_row` gives them.
@@ -170,8 +177,6 @@ def _voucher_life(p: Projector, e: Event) -> None:
         p.count(e, "revoked")
         if e.get("returned") in ("1", "true"):
             p.count(e, "returned")
-    if e.get("supplier"):
-        _supplier_call(p, e)
     campaign_id, masked, user_id = (
         e.fields["campaign_id"],
         e.fields["voucher_code"],
@@ -190,15 +195,31 @@ def _voucher_life(p: Projector, e: Event) -> None:
 
 
 def _supplier_call(p: Projector, e: Event) -> None:
+    # Only the pool's own report counts a call: redemption events name a supplier too, but
+    # one redemption may make several calls (a query after an unknown outcome, a failover).
     p.out.supplier_calls.append(
         {
             "stream": e.stream,
             "entry_id": e.entry_id,
             "supplier": e.fields["supplier"],
-            "day": e.ts[:10],
-            "outcome": e.type.partition(".")[2],
+            "day": utc_day(e.ts_ms),
+            "outcome": e.fields["outcome"],
             "latency_ms": _int(e.get("latency_ms")),
             "failover": 1 if e.get("failover") in ("1", "true") else 0,
+            "op": e.get("op"),
+            "redemption_id": e.get("redemption_id"),
+        }
+    )
+
+
+def _breaker_opened(p: Projector, e: Event) -> None:
+    p.out.breaker_openings.append(
+        {
+            "stream": e.stream,
+            "entry_id": e.entry_id,
+            "supplier": e.fields["supplier"],
+            "day": utc_day(e.ts_ms),
+            "from_state": e.get("from_state"),
         }
     )
 
@@ -210,4 +231,6 @@ _HANDLERS = {
     "campaign": _campaign,
     "voucher": _voucher_life,
     "redemption": _voucher_life,
+    "supplier.call": _supplier_call,
+    "supplier.breaker_opened": _breaker_opened,
 }

@@ -9,7 +9,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.schema import campaigns, counters, events, minute_counts, supplier_calls, vouchers
+from backend.schema import (
+    breaker_openings,
+    campaigns,
+    counters,
+    events,
+    minute_counts,
+    supplier_calls,
+    vouchers,
+)
 
 
 def _rate(part: int, whole: int) -> float:
@@ -207,37 +215,45 @@ async def _latency_at(connection: Any, supplier: str, day: str, timed: int, q: f
 
 
 async def suppliers_report(engine: AsyncEngine, day: str | None) -> dict[str, Any]:
-    """Per supplier per day: calls by outcome, p50/p99 latency where known, failovers."""
-    c = supplier_calls.c
+    """Per supplier per day: calls by outcome, p50/p99 latency of the calls made (refusals
+    have none), failovers and breaker openings; from `supplier.call` and
+    `supplier.breaker_opened` events."""
+    c, b = supplier_calls.c, breaker_openings.c
     counts = select(
         c.supplier,
         c.day,
         c.outcome,
         func.count().label("n"),
-        func.sum(c.failover).label("failovers"),
+        func.sum(c.failover).label("f"),
         func.count(c.latency_ms).label("timed"),
     ).group_by(c.supplier, c.day, c.outcome)
+    openings = select(b.supplier, b.day, func.count().label("n")).group_by(b.supplier, b.day)
     if day is not None:
-        counts = counts.where(c.day == day)
+        counts, openings = counts.where(c.day == day), openings.where(b.day == day)
     groups: dict[tuple[str, str], dict[str, Any]] = defaultdict(
-        lambda: {"calls": {}, "failovers": 0, "timed": 0}
+        lambda: {"calls": {}, "timed": 0, "failovers": 0, "breaker_openings": 0}
     )
     rows = []
     async with engine.connect() as connection:
         for row in await connection.execute(counts):
             g = groups[(row.supplier, row.day)]
             g["calls"][row.outcome] = row.n
-            g["failovers"] += int(row.failovers or 0)
+            g["failovers"] += int(row.f or 0)
             g["timed"] += row.timed
+        for row in await connection.execute(openings):
+            groups[(row.supplier, row.day)]["breaker_openings"] = row.n
+        # Every row names every outcome seen, so the CSV has one column per outcome.
+        outcomes = sorted({outcome for g in groups.values() for outcome in g["calls"]})
         for (supplier, d), g in sorted(groups.items()):
             rows.append(
                 {
                     "supplier": supplier,
                     "day": d,
-                    "calls": g["calls"],
+                    "calls": {outcome: g["calls"].get(outcome, 0) for outcome in outcomes},
                     "p50_ms": await _latency_at(connection, supplier, d, g["timed"], 0.5),
                     "p99_ms": await _latency_at(connection, supplier, d, g["timed"], 0.99),
                     "failovers": g["failovers"],
+                    "breaker_openings": g["breaker_openings"],
                 }
             )
     return {"suppliers": rows}

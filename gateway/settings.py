@@ -87,6 +87,8 @@ class Backend(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     port: int = 8082
     # A relative sqlite path is kept under redis.data_dir, next to the embedded Valkey's data.
     database_url: str = "sqlite:///ledger.db"
+    # The gateway's admin API, which claw-back calls; empty: server.host and server.admin_port.
+    gateway_url: str = ""
 
 
 class Security(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -332,6 +334,8 @@ def _validate_backend(backend: Backend) -> None:
             "backend.database_url: must be sqlite:///PATH or postgresql://..., "
             f"got {backend.database_url!r}"
         )
+    if backend.gateway_url and not backend.gateway_url.startswith(("http://", "https://")):
+        raise ConfigError("backend.gateway_url: must be an http(s) URL")
 
 
 def _validate_server(server: Server) -> None:
@@ -456,6 +460,23 @@ def data_key_bytes(value: str) -> bytes:
     if len(key) != 32:
         raise ConfigError(f"security.data_key: must decode to 32 bytes, got {len(key)}")
     return key
+
+
+def resolve_data_key(settings: Settings) -> bytes:
+    """The data key: from config/env, else var/data.key (created 0600 on first start).
+
+    `gateway serve` hands it to every worker; the admin backend reads the same one (it turns
+    claim ids back into codes with it, gateway/codes.py ClaimIds).
+    """
+    if settings.security.data_key:
+        return data_key_bytes(settings.security.data_key)
+    path = Path(settings.redis.data_dir) / "data.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+    return data_key_bytes(path.read_text().strip())
 
 
 Route = Literal["claim", "redeem"]

@@ -13,6 +13,8 @@
 --   count < limit; then recorded, else retry_after_ms (>= 1) is when the oldest group leaves.
 --   Bounds: at most `limit` admitted in any window, exactly; never refused while fewer than
 --   limit - group lie in the window (only the oldest group may hold hits from before it).
+-- cw_peek(key, limit, window_ms, now_ms, group) -> count, retry_after_ms: cw_admit's answer
+--   without recording the hit (a caller checking every limit before it records any).
 -- cw_unadmit(key, group): takes back the hit cw_admit just recorded (another limit refused).
 -- A caller admitting many hits on one key in one call (the claim function's batch) reads the
 -- key once, log = cw_log(key), passes it to every cw_admit(key, limit, window_ms, now_ms,
@@ -50,6 +52,32 @@ local function cw_flush(key, log)
   end
 end
 
+-- Drops the groups wholly out of the window; answers the hits counted and, at the limit, the
+-- ms until the oldest group leaves (else 0). Reads only the second group's start per drop.
+local function cw_count(key, limit, window_ms, now_ms, group, log)
+  while log.second and log.second <= now_ms - window_ms do
+    redis.call('LPOP', key)
+    log.groups = log.groups - 1
+    log.second = log.groups >= 2 and redis.call('LINDEX', key, 1) + 0
+    log.pending = true
+  end
+  local count = log.groups == 0 and 0 or (log.groups - 1) * group + log.c
+  if count >= limit then
+    return count, log.second + window_ms - now_ms
+  end
+  return count, 0
+end
+
+-- cw_admit without the admission: what a hit now would count, trimming as cw_admit does.
+local function cw_peek(key, limit, window_ms, now_ms, group, log)
+  limit, window_ms, now_ms, group = limit + 0, window_ms + 0, now_ms + 0, group + 0
+  local alone = not log
+  log = log or cw_log(key)
+  local count, retry = cw_count(key, limit, window_ms, now_ms, group, log)
+  if alone then cw_flush(key, log) end
+  return count, retry, log
+end
+
 local function cw_admit(key, limit, window_ms, now_ms, group, log)
   limit, window_ms, now_ms, group = limit + 0, window_ms + 0, now_ms + 0, group + 0
   local alone = not log
@@ -62,16 +90,10 @@ local function cw_admit(key, limit, window_ms, now_ms, group, log)
     redis.call('PEXPIRE', key, (opened + 2) * step - now_ms + window_ms)
     return 0, 0, log
   end
-  while log.second and log.second <= now_ms - window_ms do
-    redis.call('LPOP', key)
-    log.groups = log.groups - 1
-    log.second = log.groups >= 2 and redis.call('LINDEX', key, 1) + 0
-    log.pending = true
-  end
-  local count = (log.groups - 1) * group + log.c
-  if count >= limit then
+  local count, retry = cw_count(key, limit, window_ms, now_ms, group, log)
+  if retry > 0 then
     if alone then cw_flush(key, log) end
-    return count, log.second + window_ms - now_ms, log
+    return count, retry, log
   end
   local opened = math.floor(now_ms / step)
   if opened > log.step then -- the key lives a window past its newest hit, moved per step

@@ -134,7 +134,9 @@ class _Open(_StateHandler):
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         super().__init__(breaker)
-        self.open_until = breaker.clock() + breaker.config.wait_in_open_s
+        self.opened_from = breaker.state  # built while the old handler is still in place
+        self.opened_at = breaker.clock()
+        self.open_until = self.opened_at + breaker.config.wait_in_open_s
 
     def try_acquire(self) -> bool:
         if self.breaker.clock() < self.open_until:
@@ -224,6 +226,12 @@ class CircuitBreaker:
         """When OPEN, the clock time at which probes are allowed; otherwise None."""
         handler = self._handler
         return handler.open_until if isinstance(handler, _Open) else None
+
+    @property
+    def opened(self) -> tuple[State, float] | None:
+        """When OPEN: the state it opened from and the clock time it opened; otherwise None."""
+        handler = self._handler
+        return (handler.opened_from, handler.opened_at) if isinstance(handler, _Open) else None
 
     def try_acquire(self) -> bool:
         """True if a call may go out now; False means fail fast without calling."""

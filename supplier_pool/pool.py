@@ -8,6 +8,7 @@ supplier from causing a double delivery.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -65,10 +66,24 @@ class Failed(msgspec.Struct, frozen=True):
 
 
 class PoolObserver(Protocol):
-    """Receives one report per supplier call and per breaker transition (metrics)."""
+    """Receives one report per supplier call and per breaker transition (metrics, ledger)."""
 
-    def call_finished(self, supplier_id: str, outcome: str, seconds: float) -> None:
-        """One supplier call (or refusal) ended; see OUTCOMES for the labels."""
+    def call_finished(
+        self,
+        supplier_id: str,
+        outcome: str,
+        seconds: float,
+        *,
+        order_id: str = "",
+        op: str = "place",
+        failover: bool = False,
+    ) -> None:
+        """One supplier call (or refusal) ended; see OUTCOMES for the labels.
+
+        `op` is "place" (POST the order; refusals too) or "query" (GET it back). `failover`
+        marks the place call at a supplier the order reached only after a higher-priority one
+        was passed over (refused by its breaker or bulkhead, or answered a definite no).
+        """
 
     def breaker_transition(self, supplier_id: str, old: str, new: str) -> None:
         """A breaker moved between two `State` values."""
@@ -77,7 +92,16 @@ class PoolObserver(Protocol):
 class NullObserver:
     """An observer that ignores everything."""
 
-    def call_finished(self, supplier_id: str, outcome: str, seconds: float) -> None:
+    def call_finished(
+        self,
+        supplier_id: str,
+        outcome: str,
+        seconds: float,
+        *,
+        order_id: str = "",
+        op: str = "place",
+        failover: bool = False,
+    ) -> None:
         """Ignore the report."""
 
     def breaker_transition(self, supplier_id: str, old: str, new: str) -> None:
@@ -103,6 +127,15 @@ BeforeAttempt = Callable[[str], Awaitable[None]]
 def generic_json_adapter(spec: SupplierSpec) -> SupplierAdapter:
     """The default factory: the built-in JSON dialect."""
     return GenericJsonAdapter(spec.id, spec.base_url, spec.timeout_s, spec.max_concurrency)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What the observer learns of a call besides its supplier, outcome and duration."""
+
+    order_id: str
+    op: str = "place"
+    failover: bool = False
 
 
 @dataclass
@@ -156,11 +189,12 @@ class SupplierPool:
         `before_attempt(supplier_id)` is awaited just before each supplier is called, so the
         caller can record where the order may land. Exceptions from it propagate.
         """
-        for member in self._candidates(supplier_ids):
-            if not self._admit(member):
+        for position, member in enumerate(self._candidates(supplier_ids)):
+            if not self._admit(member, order_id):
                 continue
+            call = _Call(order_id, failover=position > 0)
             try:
-                outcome = await self._attempt(member, order_id, sku, account, before_attempt)
+                outcome = await self._attempt(member, call, sku, account, before_attempt)
             finally:
                 member.in_flight -= 1
             if outcome is not None:
@@ -223,14 +257,14 @@ class SupplierPool:
         known = [self._members[s] for s in dict.fromkeys(supplier_ids) if s in self._members]
         return sorted(known, key=lambda m: m.spec.priority)  # stable: ties keep caller order
 
-    def _admit(self, member: _Member) -> bool:
+    def _admit(self, member: _Member, order_id: str) -> bool:
         # Bulkhead before breaker, so a full bulkhead never takes a half-open probe permit.
         sid = member.spec.id
         if member.in_flight >= member.spec.max_concurrency:
-            self._report(sid, "rejected_bulkhead", 0.0)
+            self._report(sid, "rejected_bulkhead", 0.0, _Call(order_id))
             return False
         if not member.breaker.try_acquire():
-            self._report(sid, "rejected_open", 0.0)
+            self._report(sid, "rejected_open", 0.0, _Call(order_id))
             return False
         member.in_flight += 1
         return True
@@ -238,7 +272,7 @@ class SupplierPool:
     async def _attempt(
         self,
         member: _Member,
-        order_id: str,
+        call: _Call,
         sku: str,
         account: str,
         before_attempt: BeforeAttempt | None,
@@ -250,27 +284,32 @@ class SupplierPool:
             except BaseException:
                 member.breaker.release()  # no call was made: give the probe permit back
                 raise
-        return await self._place(member, order_id, sku, account)
+        return await self._place(member, call, sku, account)
 
     async def _place(
-        self, member: _Member, order_id: str, sku: str, account: str
+        self, member: _Member, call: _Call, sku: str, account: str
     ) -> Delivered | Pending | None:
         sid = member.spec.id
         started = self.clock()
         try:
-            result = await member.adapter.place_order(order_id, sku, account)
+            result = await member.adapter.place_order(call.order_id, sku, account)
         except NotSent:
-            self._record(member, "unreachable", started, failed=True)
+            self._record(member, "unreachable", started, call, failed=True)
             return None  # no request left this process: nothing to ask about
         except UnknownOutcome:
-            self._record(member, "unknown", started, failed=True)
-            return await self._resolve_unknown(member, order_id)
-        except BaseException:
-            # Cancelled, or an adapter bug: no verdict on the supplier. The caller learned
+            self._record(member, "unknown", started, call, failed=True)
+            return await self._resolve_unknown(member, call.order_id)
+        except asyncio.CancelledError:
+            # The request may have reached the supplier: reported as unknown so the call
+            # counts match the supplier's, but no verdict on the supplier. The caller learned
             # from before_attempt where the order may be, and must treat it as pending there.
             member.breaker.release()
+            self._report(sid, "unknown", self.clock() - started, call)
             raise
-        self._record(member, result.status, started, failed=False)
+        except BaseException:
+            member.breaker.release()  # an adapter bug: no verdict on the supplier either
+            raise
+        self._record(member, result.status, started, call, failed=False)
         return _verdict(sid, result)
 
     async def _resolve_unknown(self, member: _Member, order_id: str) -> Delivered | Pending | None:
@@ -284,28 +323,39 @@ class SupplierPool:
 
     async def _query(self, member: _Member, order_id: str) -> OrderResult | None:
         """GET the order: None for 404; UnknownOutcome propagates after being reported."""
-        sid = member.spec.id
+        sid, call = member.spec.id, _Call(order_id, op="query")
         started = self.clock()
         try:
             result = await member.adapter.get_order(order_id)
-        except UnknownOutcome:
-            self._report(sid, "unknown", self.clock() - started)
+        except (UnknownOutcome, asyncio.CancelledError) as exc:
+            label = "unreachable" if isinstance(exc, NotSent) else "unknown"
+            self._report(sid, label, self.clock() - started, call)
             raise
-        self._report(sid, "not_found" if result is None else result.status, self.clock() - started)
+        outcome = "not_found" if result is None else result.status
+        self._report(sid, outcome, self.clock() - started, call)
         return result
 
-    def _record(self, member: _Member, outcome: str, started: float, *, failed: bool) -> None:
+    def _record(
+        self, member: _Member, outcome: str, started: float, call: _Call, *, failed: bool
+    ) -> None:
         seconds = self.clock() - started
         if failed:
             member.breaker.on_failure(seconds)
         else:
             member.breaker.on_success(seconds)  # a "failed" answer is still a healthy call
-        self._report(member.spec.id, outcome, seconds)
+        self._report(member.spec.id, outcome, seconds, call)
 
-    def _report(self, supplier_id: str, outcome: str, seconds: float) -> None:
+    def _report(self, supplier_id: str, outcome: str, seconds: float, call: _Call) -> None:
         # An observer bug must never turn a delivered order into an error for the caller.
         try:
-            self._observer.call_finished(supplier_id, outcome, seconds)
+            self._observer.call_finished(
+                supplier_id,
+                outcome,
+                seconds,
+                order_id=call.order_id,
+                op=call.op,
+                failover=call.failover,
+            )
         except Exception:
             log.exception("pool observer failed on call_finished")
 

@@ -8,6 +8,12 @@ Hash `gw:{suppliers}:breakers`, field = supplier id, value = JSON
 `{"forced": "open"|"closed"|null, "open_until": <unix s>|null, "reset_at": <unix s>|null}`.
 Admin writes (force, reset) replace the value; trips are merged by `breakers.lua`, which never
 overrides a forced state and only ever moves `open_until` later.
+
+With an `events_key`, the trip that opens a breaker anew (none known, or the last one over when
+it happened) is also appended to that stream as `supplier.breaker_opened`, in the same script:
+one event per fleet-wide opening, however many workers trip during it. A trip is published on
+the sync tick after it happened, so a worker killed in between loses it (the event and the
+shared state alike).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Literal
 
@@ -54,10 +61,14 @@ class BreakerSync:
         key: str = BREAKERS_KEY,
         interval_s: float = 0.25,
         wall_clock: Callable[[], float] = time.time,
+        events_key: str | None = None,
+        stream_max_len: int = 1_000_000,
     ) -> None:
         self._redis = redis
         self._pool = pool
         self._key = key
+        self._events_key = events_key
+        self._max_len = stream_max_len
         self._interval_s = interval_s
         self._wall = wall_clock
         lua = resources.files("supplier_pool").joinpath("breakers.lua").read_text("utf-8")
@@ -126,8 +137,21 @@ class BreakerSync:
             local_until = breaker.open_until
             if local_until is None or local_until == self._known_local_until.get(supplier_id):
                 continue
-            wall_until = self._wall() + (local_until - breaker.clock())
-            await self._publish_trip(keys=[self._key], args=[supplier_id, repr(wall_until)])
+            now, wall_now = breaker.clock(), self._wall()
+            wall_until = wall_now + (local_until - now)
+            keys, args = [self._key], [supplier_id, repr(wall_until)]
+            opened = breaker.opened
+            if self._events_key is not None and opened is not None:
+                opened_from, opened_at = opened
+                wall_opened = wall_now - (now - opened_at)
+                keys.append(self._events_key)
+                args += [
+                    repr(wall_opened),
+                    str(opened_from),
+                    rfc3339(wall_opened),
+                    str(self._max_len),
+                ]
+            await self._publish_trip(keys=keys, args=args)
             self._known_local_until[supplier_id] = local_until
             self._applied_until[supplier_id] = wall_until
 
@@ -161,6 +185,12 @@ def _stop_requested() -> bool:
     Python 3.11 redis-py's `asyncio.wait_for` around a send can return normally instead."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+def rfc3339(unix_s: float) -> str:
+    """`2026-11-23T09:00:00.123Z`, the wire's time format."""
+    moment = datetime.fromtimestamp(unix_s, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def _force(breaker: CircuitBreaker, forced: Literal["open", "closed"]) -> None:

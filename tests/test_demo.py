@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ def read_until_examples(process: subprocess.Popen[str], timeout_s: float) -> str
                 break
             continue
         lines.append(line)
-        if line.startswith(".venv/bin/gateway events tail"):
+        if line.startswith("# make loadtest"):
             return "".join(lines)
     raise AssertionError("demo printed no examples:\n" + "".join(lines))
 
@@ -82,6 +83,36 @@ def bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def json_documents(text: str) -> list[Any]:
+    """The JSON documents curl printed one after the other."""
+    decoder, documents, at = json.JSONDecoder(), [], 0
+    while at < len(text):
+        if text[at].isspace():
+            at += 1
+            continue
+        document, at = decoder.raw_decode(text, at)
+        documents.append(document)
+    return documents
+
+
+def assert_in_the_ledger_within_2_s(ledger_step: str, code: str, cwd: Path) -> None:
+    """Step 7 (the flash sale's funnel, the voucher's audit) shows the claim and redemption
+    just made, within 2 s of the redemption's answer."""
+    started = time.monotonic()
+    while True:
+        result = bash(f"CODE={code}\n{ledger_step}", cwd)
+        assert result.returncode == 0, result
+        report, audit = json_documents(result.stdout)
+        types = [entry["type"] for entry in audit["entries"]]
+        if report["funnel"]["redeemed"] >= 1 and "redemption.delivered" in types:
+            break
+        assert time.monotonic() - started < 2.0, (report, audit)
+        time.sleep(0.1)
+    assert report["funnel"]["granted"] >= 1
+    assert types.index("claim.granted") < types.index("redemption.delivered"), types
+    assert code not in result.stdout  # the audit shows the code masked
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the printed examples use curl")
 def test_every_printed_command_runs_as_printed_one_per_benefit_kind(tmp_path: Path) -> None:
     # The commands run from the repository root: give the demo's directory the same look.
@@ -97,7 +128,7 @@ def test_every_printed_command_runs_as_printed_one_per_benefit_kind(tmp_path: Pa
     try:
         text = read_until_examples(process, timeout_s=60)
         blocks = command_blocks(text + "\n")
-        assert sorted(blocks) == ["1", "2", "3", "4", "5", "6"], text
+        assert sorted(blocks) == ["1", "2", "3", "4", "5", "6", "7"], text
         assert "<" not in "".join(blocks.values())  # no placeholder left to fill in
         assert "stats count only the refusals Valkey decided" in text
         assert "in-process sold-out" in text
@@ -115,6 +146,8 @@ def test_every_printed_command_runs_as_printed_one_per_benefit_kind(tmp_path: Pa
             assert redemption["status"] == "delivered", redemption
             assert redemption["delivery"]["kind"] == kind, redemption
             deliveries[step] = redemption
+            if step == "2":
+                assert_in_the_ledger_within_2_s(blocks["7"], code, tmp_path)
         assert deliveries["2"]["voucher_code"] == code  # the claim's own code was redeemed
         assert deliveries["3"]["delivery"]["supplier"] in ("alpha", "beta")
         assert deliveries["4"]["delivery"]["secret"]

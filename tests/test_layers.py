@@ -5,7 +5,7 @@
 The shared modules (telemetry, records, errors, ...) are importable by every room and import
 only each other, valkey and the leaf packages. The leaves (ratelimit, risk, supplier_pool,
 loadtests, chaos) import nothing of ours. The backend reads the gateway's settings, key table and
-code digests, and the gateway never imports it. Any other arrow is a named waiver below.
+claim ids, and the gateway never imports it. Any other arrow is a named waiver below.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Bearer tokens: admin users (any role may read the backend) and client apps (the wallet)."""
+"""Bearer tokens: admin users (any role may read the backend; changes are for `admin`s) and
+client apps (the wallet)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Tokens:
 
     def __init__(self, settings: Settings) -> None:
         self._operators = [(u.token, u.name) for u in settings.admin.operators]
+        self._roles = {u.name: u.role for u in settings.admin.operators}
         self._clients = [(c.api_key, c.id) for c in settings.clients]
 
     def operator(self, request: web.Request) -> str:
@@ -39,6 +41,14 @@ class Tokens:
         if name is None:
             raise ApiError(401, "unauthorized", "unknown admin token")
         return name
+
+    def admin(self, request: web.Request) -> tuple[str, str]:
+        """An `admin` user's name and token (the token goes on to the gateway, which checks
+        it again); 401 unauthorized for unknown tokens, 403 forbidden for other roles."""
+        name = self.operator(request)
+        if self._roles.get(name) != "admin":
+            raise ApiError(403, "forbidden", "this admin user's role may not do this")
+        return name, _bearer(request)
 
     def client(self, request: web.Request) -> str:
         """The client app's id; 401 unauthorized for anything else."""

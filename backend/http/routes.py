@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 import time
 
+import msgspec
 from aiohttp import web
 
 from backend import db
 from backend.audit import FILTERS, audit
+from backend.clawback import Unavailable, request_decoder
 from backend.http.envelope import ApiError, error_response, invalid, json_response
 from backend.http.render import respond
-from backend.http.state import INGESTER, METRICS, READER, REDIS, TOKENS
+from backend.http.state import CLAIM_IDS, CLAW_BACKS, INGESTER, METRICS, READER, REDIS, TOKENS
 from backend.reports import campaign_report, overview, suppliers_report
 from backend.wallet import BadCursor, wallet
 from gateway.codes import normalise_code
@@ -95,8 +97,25 @@ async def audit_trail(request: web.Request) -> web.Response:
     request.app[TOKENS].operator(request)
     kind, value = _audit_filter(request)
     limit = _int_param(request, "limit", 1000, 10_000)
-    entries = await audit(request.app[READER], kind, value, limit)
+    entries = await audit(request.app[READER], request.app[CLAIM_IDS], kind, value, limit)
     return respond(request, {"entries": entries}, "entries")
+
+
+async def claw_back(request: web.Request) -> web.Response:
+    actor, token = request.app[TOKENS].admin(request)
+    if request.content_type != "application/json":
+        raise invalid("Content-Type: application/json required")
+    try:
+        req = request_decoder.decode(await request.read())
+        req.identity()
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise invalid(str(exc)) from None
+    now_ms = int(time.time() * 1000)
+    try:
+        outcome = await request.app[CLAW_BACKS].run(req, actor, token, request.remote or "", now_ms)
+    except Unavailable as exc:
+        raise ApiError(503, "unavailable", str(exc)) from None
+    return json_response(outcome.document())
 
 
 async def user_vouchers(request: web.Request) -> web.Response:
@@ -131,5 +150,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/reports/campaigns/{campaign_id}", reports_campaign)
     app.router.add_get("/reports/suppliers", reports_suppliers)
     app.router.add_get("/audit", audit_trail)
+    app.router.add_post("/admin/claw-back", claw_back)
     app.router.add_get("/v1/users/{user_id}/vouchers", user_vouchers)
     app.router.add_get("/ingest", ingest_status)

@@ -7,9 +7,11 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.clawback import ClawBacks
 from backend.http.auth import Tokens
 from backend.ingest import Ingester
 from backend.metrics import BackendMetrics
+from gateway.codes import ClaimIds
 
 ENGINE = web.AppKey("engine", AsyncEngine)  # ingest writes
 READER = web.AppKey("reader", AsyncEngine)  # reports read (the same engine on PostgreSQL)
@@ -17,3 +19,5 @@ REDIS: web.AppKey[Any] = web.AppKey("redis")
 INGESTER = web.AppKey("ingester", Ingester)
 METRICS = web.AppKey("metrics", BackendMetrics)
 TOKENS = web.AppKey("tokens", Tokens)
+CLAIM_IDS = web.AppKey("claim_ids", ClaimIds)  # claim ids to codes and back (the data key's)
+CLAW_BACKS = web.AppKey("claw_backs", ClawBacks)

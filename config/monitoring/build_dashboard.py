@@ -218,6 +218,16 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                 unit="reqps",
             ),
             panel(
+                "Supplier failovers (orders that reached a supplier after a higher one failed)",
+                [
+                    (
+                        f"sum by (supplier) (rate(gateway_supplier_failovers_total{RATE}))",
+                        "{{supplier}}",
+                    )
+                ],
+                unit="reqps",
+            ),
+            panel(
                 "Supplier call latency (p50, p99)",
                 quantiles("gateway_supplier_call_duration_seconds", "supplier", "{{supplier}}"),
                 unit="s",

@@ -47,6 +47,7 @@ class Worker(Protocol):
     redis: Any
     scripts: Scripts
     data_key: bytes | None
+    claim_ids: codes.ClaimIds
     pool: SupplierPool
     breakers: BreakerSync
 
@@ -394,7 +395,7 @@ def _voucher_state(action: str) -> Handler:
                     now_text,
                     services.settings.redis.stream_max_len,
                     codes.mask_code(code),
-                    codes.claim_id_for(code),
+                    services.claim_ids.of(code),
                     *_actor_args(request),
                 ],
             ),
@@ -464,7 +465,7 @@ async def revoke_voucher(request: web.Request) -> web.Response:
                     now_text,
                     services.settings.redis.stream_max_len,
                     codes.mask_code(code),
-                    codes.claim_id_for(code),
+                    services.claim_ids.of(code),
                     *_actor_args(request),
                     record[1:],
                     keys.allowance_field("u", owner),

@@ -32,7 +32,7 @@ from gateway.claims.layout import (
     claim_keys,
     outcome_constants,
 )
-from gateway.errors import ApiError, business, rate_limited
+from gateway.errors import ApiError, business, rate_limited, replayed
 from gateway.http.wire import Answer
 from gateway.list_hits import ListHits
 from gateway.models import Caller, ClaimGranted, ClaimRequest, VoucherOut, encoder
@@ -152,10 +152,12 @@ class ClaimDesk:
         settings: Settings,
         lists: RiskLists,
         code_key: bytes,
+        claim_ids: codes.ClaimIds,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
         self._code_key = code_key
+        self._claim_ids = claim_ids
         self._scripts = scripts
         self._batches = ClaimBatcher(scripts.claim)
         self._lists = lists
@@ -213,13 +215,9 @@ class ClaimDesk:
             raise business("risk_denied")
         code = codes.voucher_code_for(tag, self._code_key, caller.client_id, campaign_id, idem_key)
         voucher_key = ring.voucher_prefix + code
-        flagged = await self._sold_out_locally(campaign_id, voucher_key, now)
-        if flagged is not None:
-            metrics.soldout_local.inc()
-            metrics.claims.labels(flagged.code).inc()
-            raise flagged
+        await self._raise_if_sold_out(campaign_id, voucher_key, now)
 
-        claim_id = codes.claim_id_for(code)
+        claim_id = self._claim_ids.of(code)
         request_fp = fingerprint(campaign_id, req.user_id, req.device_id)
         rules = [] if not self._rules or self._lists.is_allowed(req.user_id) else self._rules
         rule_keys, rule_args = self._rule_args(tag, campaign_id, ids, rules) if rules else ([], [])
@@ -272,24 +270,30 @@ class ClaimDesk:
                 raise rate_limited(left * 1000, lim.limit)
         return self._lists.blocked_by(req.user_id, req.device_id, caller.ip)
 
-    async def _sold_out_locally(
-        self, campaign_id: str, voucher_key: str, now: float
-    ) -> ApiError | None:
-        """The sold-out (or daily stock exhausted) answer the campaign's flag gives, if up."""
+    async def _raise_if_sold_out(self, campaign_id: str, voucher_key: str, now: float) -> None:
+        """Raise the sold-out (or daily stock exhausted) answer the campaign's flag gives, if up.
+
+        The error is raised where it is made, never held in a local: a frame naming its own
+        exception is a reference cycle, and at sold-out rates those cycles kept the collector
+        busy.
+        """
         flag = self._soldout_until.get(campaign_id)
         if flag is None:
-            return None
+            return
         until, midnight = flag
         if until <= now:
             del self._soldout_until[campaign_id]
-            return None
+            return
         # A retried grant must still replay: only a key never seen is answered from memory.
         probe = self._scripts.execute("EXISTS", voucher_key)
         if await redis_call("claim_idem_probe", probe):
-            return None
+            return
+        metrics.soldout_local.inc()
         if midnight:
-            return until_midnight("daily_stock_exhausted", (midnight - now) * 1000)
-        return business("sold_out")
+            metrics.claims.labels("daily_stock_exhausted").inc()
+            raise until_midnight("daily_stock_exhausted", (midnight - now) * 1000)
+        metrics.claims.labels("sold_out").inc()
+        raise business("sold_out")
 
     def _rule_args(
         self,
@@ -344,17 +348,22 @@ class ClaimDesk:
             metrics.ratelimit_rejections.labels("claim", lim.by, "redis").inc()
             metrics.claims.labels("rate_limited").inc()
             raise rate_limited(retry_ms, lim.limit)
+        # Raised as made, never held in a local of this frame: see _raise_if_sold_out.
+        raise self._refusal(outcome, int(reply.b), campaign_id, now)
+
+    def _refusal(self, outcome: int, b: int, campaign_id: str, now: float) -> ApiError:
+        """The error for a refused claim; raises the campaign's sold-out flag where it applies."""
         if outcome in DAILY_OUTCOMES:
-            error = until_midnight(REFUSALS[Outcome(outcome)], int(reply.b))
+            error = until_midnight(REFUSALS[Outcome(outcome)], b)
             if outcome == Outcome.DAILY_STOCK_EXHAUSTED:
-                midnight = now + int(reply.b) / 1000
+                midnight = now + b / 1000
                 self._soldout_until[campaign_id] = (min(now + SOLD_OUT_FLAG_S, midnight), midnight)
         else:
             error = self._rejection(outcome)
         if error.code == "sold_out":
             self._soldout_until[campaign_id] = (now + SOLD_OUT_FLAG_S, 0.0)
         metrics.claims.labels(error.code).inc()
-        raise error
+        return error
 
     @staticmethod
     def _rejection(outcome: int) -> ApiError:
@@ -388,9 +397,7 @@ class ClaimDesk:
             raise business("idempotency_key_reused")
         metrics.idempotent_replays.inc()
         if state != "x":
-            answer = self._granted(campaign_id, user_id, code, codes.claim_id_for(code), int(value))
+            answer = self._granted(campaign_id, user_id, code, self._claim_ids.of(code), int(value))
             answer.headers["Idempotent-Replayed"] = "true"
             return answer
-        error = business(REFUSALS[Outcome(int(value))], {"Idempotent-Replayed": "true"})
-        error.request_id = who
-        raise error
+        raise replayed(REFUSALS[Outcome(int(value))], who)

@@ -12,7 +12,6 @@ one is ready before its predecessor stops): a rolling restart onto the code now 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import gc
 import logging
@@ -25,32 +24,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from gateway.ops.host import Host
-from gateway.settings import Settings, data_key_bytes
+from gateway.settings import Settings, resolve_data_key
 from gateway.telemetry import logs
 
 log = logging.getLogger("gateway.ops.server")
 
 # settings (JSON), Redis URL, data key; the slot's sockets and readiness event come after
 WorkerArgs = tuple[bytes, str, bytes]
-
-
-def resolve_data_key(settings: Settings) -> bytes:
-    """The AES-GCM key: from config/env, else var/data.key (created 0600 on first start)."""
-    if settings.security.data_key:
-        return data_key_bytes(settings.security.data_key)
-    path = Path(settings.redis.data_dir) / "data.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(base64.b64encode(os.urandom(32)).decode() + "\n")
-    return data_key_bytes(path.read_text().strip())
 
 
 async def run_worker(

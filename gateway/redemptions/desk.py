@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway import codes
-from gateway.errors import ApiError, business, invalid
+from gateway.errors import ApiError, business, invalid, replayed
 from gateway.http.wire import Answer
 from gateway.models import Caller, RedeemRequest, RedemptionView, encoder
 from gateway.records import IDEMPOTENCY_TTL_S, REFUSALS, SEP, Outcome, fingerprint
@@ -39,17 +39,19 @@ class RedeemDesk:
         settings: Settings,
         pool: SupplierPool,
         data_key: bytes | None,
+        claim_ids: codes.ClaimIds,
         lists: RiskLists | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._scripts = scripts
+        self._claim_ids = claim_ids
         self._data_key = data_key
         self._clock = clock
         self._max_len = settings.redis.stream_max_len
         self._sweep_after_ms = int(settings.redemption.sweep_after_s * 1000)
         lists = lists if lists is not None else RiskLists()
-        self.guard = RedeemGuard(scripts, settings, lists, clock)
-        self.recharge = DirectRecharge(redis, scripts, settings, pool, data_key, clock)
+        self.guard = RedeemGuard(scripts, settings, lists, claim_ids, clock)
+        self.recharge = DirectRecharge(redis, scripts, settings, pool, claim_ids, data_key, clock)
 
     async def redeem(self, req: RedeemRequest, caller: Caller, idem_key: str) -> Answer:
         """One redemption's answer; raises ApiError for every refusal."""
@@ -101,7 +103,7 @@ class RedeemDesk:
                     self._sweep_after_ms,
                     code,
                     keys.card_pool(tag, ""),
-                    codes.claim_id_for(code),
+                    self._claim_ids.of(code),
                 ],
             ),
         )
@@ -135,9 +137,7 @@ class RedeemDesk:
             answer = await self.answer(tag, rest[0])
             answer.headers["Idempotent-Replayed"] = "true"
             return answer
-        error = business(REFUSALS[Outcome(int(rest[0]))], {"Idempotent-Replayed": "true"})
-        error.request_id = rest[1]
-        raise error
+        raise replayed(REFUSALS[Outcome(int(rest[0]))], rest[1])
 
     async def answer(self, tag: str, rid: str) -> Answer:
         """The redemption's current state: 200, or 202 while a supplier outcome is pending."""

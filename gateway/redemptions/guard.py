@@ -43,9 +43,11 @@ class RedeemGuard:
         scripts: Any,
         settings: Settings,
         lists: RiskLists,
+        claim_ids: codes.ClaimIds,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._scripts = scripts
+        self._claim_ids = claim_ids
         self._lists = lists
         self._clock = clock
         self._limits: list[Limit] = list(settings.limits.get("redeem", []))
@@ -53,11 +55,11 @@ class RedeemGuard:
             r for r in settings.risk_rules if KINDS[r.kind].route == "redeem"
         ]
         self._max_len = settings.redis.stream_max_len
-        # The script's trailing arguments: a (limit, window ms) pair per limit, then a tuple
+        # The script's trailing arguments: (limit, window ms, group) per limit, then a tuple
         # per rule (the effect a shadow rule has is only its event).
         self._tail: list[Any] = []
         for lim in self._limits:
-            self._tail += [lim.limit, lim.window_s * 1000]
+            self._tail += [lim.limit, lim.window_ms, lim.group]
         for rule in self._rules:
             effect = "shadow" if rule.mode == "shadow" else rule.decision
             self._tail += [rule.id, rule.threshold, rule.window_s * 1000, effect]
@@ -155,7 +157,7 @@ class RedeemGuard:
                     caller.ip,
                     caller.request_id,
                     caller.client_id,
-                    codes.claim_id_for(code) if code else "",
+                    self._claim_ids.of(code) if code else "",
                     1 if pass_keys else 0,
                     *self._tail,
                     *(refund or []),

@@ -42,10 +42,12 @@ class DirectRecharge:
         scripts: Any,
         settings: Settings,
         pool: SupplierPool,
+        claim_ids: codes.ClaimIds,
         data_key: bytes | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
+        self._claim_ids = claim_ids
         self._data_key = data_key
         self._scripts = scripts
         self._pool = pool
@@ -93,7 +95,7 @@ class DirectRecharge:
                     self._max_len,
                     failure,
                     rid,
-                    codes.claim_id_for(code),
+                    self._claim_ids.of(code),
                     self._sealed(rid, link),
                 ],
             ),

@@ -76,6 +76,13 @@ supplier_latency = tally.Histogram(
         buckets=LATENCY_BUCKETS,
     )
 )
+supplier_failovers = tally.Counter(
+    Counter(
+        "gateway_supplier_failovers_total",
+        "Orders placed at a supplier after a higher-priority one was passed over",
+        ["supplier"],
+    )
+)
 breaker_state = tally.Gauge(
     Gauge(
         "gateway_supplier_breaker_state",
@@ -243,6 +250,7 @@ def declare(
     for supplier in suppliers:
         breaker_state.labels(supplier)
         supplier_latency.labels(supplier)
+        supplier_failovers.labels(supplier)
         for outcome in outcomes:
             supplier_calls.labels(supplier, outcome)
         for old, new in moves:
@@ -300,10 +308,21 @@ BREAKER_STATES = {"closed": 0, "open": 1, "half_open": 2, "forced_open": 3, "for
 class SupplierObserver:
     """The supplier pool's observer: its calls and breaker moves, as metrics."""
 
-    def call_finished(self, supplier_id: str, outcome: str, seconds: float) -> None:
+    def call_finished(
+        self,
+        supplier_id: str,
+        outcome: str,
+        seconds: float,
+        *,
+        order_id: str = "",
+        op: str = "place",
+        failover: bool = False,
+    ) -> None:
         supplier_calls.labels(supplier_id, outcome).inc()
         if outcome not in ("rejected_open", "rejected_bulkhead"):
             supplier_latency.labels(supplier_id).observe(seconds)
+        if failover:
+            supplier_failovers.labels(supplier_id).inc()
 
     def breaker_transition(self, supplier_id: str, old: str, new: str) -> None:
         breaker_transitions.labels(supplier_id, old, new).inc()

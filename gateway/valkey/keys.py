@@ -31,6 +31,9 @@ EVENT_STREAMS = "gw:event-streams"  # set of stream keys that carry events
 ADMIN_EVENTS = "gw:{admin}:events"  # admin changes not tied to a campaign
 LEDGER_GROUP = "ledger"  # the admin backend's consumer group on every event stream
 GUARD_TAG = "rg"
+# The slot of the shared breaker hash (supplier_pool.shared_state.BREAKERS_KEY): its script
+# appends breaker openings to this tag's stream.
+SUPPLIER_TAG = "suppliers"
 
 
 def shard_tag(campaign_id: str) -> str:

@@ -206,24 +206,63 @@ async def test_the_wallet_shows_a_clients_own_vouchers_newest_first_in_pages(
 async def test_supplier_report_counts_calls_and_latency_percentiles_per_day(
     api: TestClient[Any, Any], redis_client: Any
 ) -> None:
-    stream = keys.events("EF")
-    await redis_client.sadd(keys.EVENT_STREAMS, stream)
-    base = {"campaign_id": "c", "voucher_code": "EF12…XYZ", "user_id": "u", "supplier": "alpha"}
+    stream, breakers = keys.events("EF"), keys.events(keys.SUPPLIER_TAG)
+    for s in (stream, breakers):
+        await redis_client.sadd(keys.EVENT_STREAMS, s)
+    call = {"type": "supplier.call", "ts": "2026-01-02T03:04:05.000Z", "supplier": "alpha"}
     for latency in range(1, 101):
-        fields = {"type": "redemption.delivered", "ts": "2026-01-02T03:04:05Z"}
-        await redis_client.xadd(stream, base | fields | {"latency_ms": str(latency)})
+        fields = {"outcome": "success", "op": "place", "latency_ms": str(latency)}
+        await redis_client.xadd(stream, call | fields | {"failover": str(latency % 2)})
+    await redis_client.xadd(stream, call | {"outcome": "rejected_open", "failover": "0"})
+    # the next UTC day, written in another zone; and a redemption event naming a supplier,
+    # which no longer counts as a call
+    await redis_client.xadd(
+        stream, call | {"ts": "2026-01-03T08:00:00+08:00", "outcome": "unknown", "latency_ms": "9"}
+    )
+    delivered = {"type": "redemption.delivered", "ts": "2026-01-02T03:04:05Z"}
+    await redis_client.xadd(
+        stream, delivered | {"campaign_id": "c", "voucher_code": "EF12…XYZ", "user_id": "u"}
+    )
+    opened = {"type": "supplier.breaker_opened", "supplier": "alpha", "from_state": "closed"}
+    for ts in ("2026-01-02T03:04:06.000Z", "2026-01-02T05:00:00.000Z"):
+        await redis_client.xadd(breakers, opened | {"ts": ts})
+    await redis_client.xadd(breakers, opened | {"supplier": "beta", "ts": "2026-01-02T06:00:00Z"})
     await _sync(api)
     rows = (await _json(api, "/reports/suppliers?day=2026-01-02"))["suppliers"]
-    assert rows == [
+    assert rows == [  # every row names every outcome of the answer (one CSV column each)
         {
             "supplier": "alpha",
             "day": "2026-01-02",
-            "calls": {"delivered": 100},
-            "p50_ms": 51,
+            "calls": {"rejected_open": 1, "success": 100},
+            "p50_ms": 51,  # refusals made no call: no latency
             "p99_ms": 100,
+            "failovers": 50,
+            "breaker_openings": 2,
+        },
+        {
+            "supplier": "beta",
+            "day": "2026-01-02",
+            "calls": {"rejected_open": 0, "success": 0},
+            "p50_ms": None,
+            "p99_ms": None,
             "failovers": 0,
-        }
+            "breaker_openings": 1,
+        },
     ]
+    every = (await _json(api, "/reports/suppliers"))["suppliers"]
+    assert [(r["supplier"], r["day"]) for r in every] == [
+        ("alpha", "2026-01-02"),
+        ("alpha", "2026-01-03"),  # 2026-01-03T00:00Z
+        ("beta", "2026-01-02"),
+    ]
+    assert every[1]["calls"] == {"rejected_open": 0, "success": 0, "unknown": 1}
+    response = await api.get("/reports/suppliers?format=csv&day=2026-01-02", headers=AUTH)
+    assert response.headers["Content-Type"].startswith("text/csv")
+    lines = list(csv.DictReader(io.StringIO(await response.text())))
+    assert lines[0]["calls.success"] == "100" and lines[0]["breaker_openings"] == "2"
+    assert lines[1]["supplier"] == "beta" and lines[1]["p50_ms"] == ""
+    bad = await _json(api, "/reports/suppliers?day=2026-13", 400)
+    assert bad["error"]["code"] == "invalid_request"
 
 
 async def test_health_readiness_and_metrics(api: TestClient[Any, Any]) -> None:

@@ -61,6 +61,9 @@ async def test_gateway_backend_serves_on_its_port_with_a_sqlite_ledger_in_the_da
         async with asyncio.timeout(20):
             assert await process.wait() == 0
     assert (tmp_path / "var" / "ledger.db").exists()
+    # The data key the gateway would use (none configured: generated into the data dir), read
+    # the same way: claw-back and the audit turn claim ids into codes with it.
+    assert (tmp_path / "var" / "data.key").exists()
 
 
 def test_an_embedded_redis_url_needs_a_running_gateway(tmp_path: Path) -> None:

@@ -46,7 +46,13 @@ def on_clock(gw: Gateway, at: datetime) -> Clock:
     services = gw.public.server.app[SERVICES]
     clock = Clock(at)
     services.claims = ClaimDesk(
-        services.redis, services.scripts, gw.settings, RiskLists(), services.code_key, clock=clock
+        services.redis,
+        services.scripts,
+        gw.settings,
+        RiskLists(),
+        services.code_key,
+        services.claim_ids,
+        clock=clock,
     )
     return clock
 
@@ -291,7 +297,13 @@ async def test_concurrent_claims_never_pass_the_daily_stock_or_the_budget(
     services = gateway.public.server.app[SERVICES]
     # A second desk, as a second worker: its batches are FCALLs of their own.
     other = ClaimDesk(
-        services.redis, services.scripts, gateway.settings, RiskLists(), services.code_key, clock
+        services.redis,
+        services.scripts,
+        gateway.settings,
+        RiskLists(),
+        services.code_key,
+        services.claim_ids,
+        clock,
     )
     daily = await put(gateway, daily_stock=37, stock=1000, timezone="Europe/Berlin")
     costly = await put(gateway, unit_cost=3, budget=100, stock=1000)

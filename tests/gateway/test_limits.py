@@ -109,6 +109,43 @@ async def test_redeem_limit_counts_delivered_redemptions_too(gateway_factory: An
         assert (await gw.stats(campaign))["redeemed"] == 2
 
 
+async def test_a_large_redeem_limit_keeps_a_coarse_log_and_holds_its_bound(
+    gateway_factory: Any,
+) -> None:
+    # limit 130 is above the exact log's 128: groups of 130 // 64 = 2 hits, so the route
+    # admits at most 130 and refuses nothing below 128.
+    config = (
+        '[limits]\nredeem = [{by = "client", limit = 130, window_s = 60}]\n'
+        'claim = [{by = "ip", limit = 1000, window_s = 60}]\n'
+    )
+    async with gateway_factory(config) as gw:
+        campaign = await gw.put_campaign(stock=140, per_user_limit=1)
+        codes = [await gw.grant(campaign, user_id=f"u{i}", device_id=f"d{i}") for i in range(140)]
+        statuses = [
+            (await gw.redeem(code, user_id=f"u{i}", device_id=f"d{i}")).status
+            for i, code in enumerate(codes)
+        ]
+        admitted = statuses.count(200)
+        assert 128 <= admitted <= 130, statuses
+        assert statuses[:admitted] == [200] * admitted
+        assert set(statuses[admitted:]) == {429}
+        assert (await gw.stats(campaign))["redeemed"] == admitted
+        [key] = [k async for k in gw.redis.scan_iter(match="*rl:redeem:client:60g2:*")]
+        # 65 groups' starts and the tail, not one entry per hit.
+        assert await gw.redis.llen(key) <= admitted // 2 + 2
+
+
+async def test_a_million_per_hour_redeem_limit_costs_a_few_entries(gateway_factory: Any) -> None:
+    config = '[limits]\nredeem = [{by = "device", limit = 1000000, window_s = 3600}]\n'
+    async with gateway_factory(config) as gw:
+        campaign = await gw.put_campaign(stock=30, per_user_limit=30)
+        codes = [await gw.grant(campaign, user_id="ruth") for _ in range(30)]
+        assert [(await gw.redeem(code)).status for code in codes] == [200] * 30
+        [key] = [k async for k in gw.redis.scan_iter(match="*rl:redeem:device:3600g15625:*")]
+        assert await gw.redis.llen(key) == 2  # one group's start and its tail "30:..."
+        assert (await gw.redis.lindex(key, -1)).startswith(b"30:")
+
+
 async def limit_keys(gw: Gateway, by: str) -> list[bytes]:
     return [key async for key in gw.redis.scan_iter(match=f"*rl:claim:{by}:*")]
 
@@ -245,6 +282,7 @@ async def test_claim_burst_across_a_window_boundary_admits_at_most_the_limit(
             gw.settings,
             RiskLists(),
             services.code_key,
+            services.claim_ids,
             clock=clock,
         )
 
@@ -265,7 +303,13 @@ async def test_redeem_burst_across_a_window_boundary_admits_at_most_the_limit(
         services = services_of(gw)
         clock = FakeClock(minute_aligned())
         desk = RedeemDesk(
-            services.redis, services.scripts, gw.settings, services.pool, None, clock=clock
+            services.redis,
+            services.scripts,
+            gw.settings,
+            services.pool,
+            None,
+            services.claim_ids,
+            clock=clock,
         )
 
         async def attempt(tag: str) -> None:

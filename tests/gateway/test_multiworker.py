@@ -32,16 +32,25 @@ async def create_campaign(
 
 
 async def fire_claims(public: str, campaign_id: str, n: int) -> list[tuple[int, Any]]:
-    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)  # a retry never meets a stale one
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one(i: int) -> tuple[int, Any]:
-            async with session.post(
-                f"{public}/v1/campaigns/{campaign_id}/claims",
-                json={"user_id": f"user-{i}", "device_id": f"device-{i}"},
-                headers={"Authorization": f"Bearer {API_KEY}", "Idempotency-Key": f"k-{i}"},
-            ) as response:
-                return response.status, await response.json()
+            # A connection the server closed (a client too slow to send its body within
+            # body_timeout_s on a loaded machine) is retried with the same Idempotency-Key, as
+            # a client must: the retry may only replay, never grant twice.
+            for attempt in range(3):
+                try:
+                    async with session.post(
+                        f"{public}/v1/campaigns/{campaign_id}/claims",
+                        json={"user_id": f"user-{i}", "device_id": f"device-{i}"},
+                        headers={"Authorization": f"Bearer {API_KEY}", "Idempotency-Key": f"k-{i}"},
+                    ) as response:
+                        return response.status, await response.json()
+                except aiohttp.ClientConnectionError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
 
         return await asyncio.gather(*(one(i) for i in range(n)))
 

@@ -122,7 +122,12 @@ async def test_crash_before_any_supplier_call_is_released_by_the_reconciler_when
     code = await gw.grant(campaign)
     stuck = StuckPool()
     desk = RedeemDesk(
-        services.redis, services.scripts, gw.settings, cast(Any, stuck), services.data_key
+        services.redis,
+        services.scripts,
+        gw.settings,
+        cast(Any, stuck),
+        services.data_key,
+        services.claim_ids,
     )
     request = RedeemRequest(voucher_code=code, user_id="ruth", device_id="dev", account="acct")
     doomed = asyncio.create_task(desk.redeem(request, Caller("app", "127.0.0.1", "r-1"), "k1"))

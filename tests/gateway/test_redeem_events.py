@@ -9,6 +9,7 @@ from gateway import codes
 from gateway.valkey import keys
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_redemptions import RECHARGE, knobs, recharge_nobody_delivers
+from tests.gateway.test_voucher_record import claim_id_of
 
 LOCKOUT = """
 [[risk.rules]]
@@ -28,8 +29,8 @@ async def events(gw: Gateway, tag: str, *types: str) -> list[dict[str, str]]:
     return [e for e in decoded if e["type"] in types]
 
 
-def assert_names_voucher(event: dict[str, str], code: str) -> None:
-    assert event["claim_id"] == codes.claim_id_for(code), event
+def assert_names_voucher(gw: Gateway, event: dict[str, str], code: str) -> None:
+    assert event["claim_id"] == claim_id_of(gw, code), event
     assert event["voucher_code"] == codes.mask_code(code), event
     assert code not in event.values()
 
@@ -39,7 +40,7 @@ async def test_delivered_redemption_event_carries_the_claim_id(redeem_gateway: G
     code = await gw.grant(await gw.put_campaign())
     assert (await gw.redeem(code)).status == 200
     (delivered,) = await events(gw, codes.code_tag(code), "redemption.delivered")
-    assert_names_voucher(delivered, code)
+    assert_names_voucher(gw, delivered, code)
 
 
 async def test_pending_then_settled_events_carry_the_claim_id(redeem_gateway: Gateway) -> None:
@@ -59,7 +60,7 @@ async def test_pending_then_settled_events_carry_the_claim_id(redeem_gateway: Ga
         (await response.json())["redemption_id"]
     ] * 2
     for event in (reserved, *delivered):
-        assert_names_voucher(event, code)
+        assert_names_voucher(gw, event, code)
 
 
 async def test_refused_and_failed_redemption_events_carry_the_claim_id(
@@ -71,13 +72,13 @@ async def test_refused_and_failed_redemption_events_carry_the_claim_id(
     assert (await gw.redeem(code)).status == 409
     (rejected,) = await events(gw, codes.code_tag(code), "redemption.rejected")
     assert rejected["code"] == "voucher_redeemed"
-    assert_names_voucher(rejected, code)
+    assert_names_voucher(gw, rejected, code)
 
     unlucky = await gw.grant(await recharge_nobody_delivers(gw), user_id="u2")
     assert (await gw.redeem(unlucky, user_id="u2", account="acct")).status == 503
     (failed,) = await events(gw, codes.code_tag(unlucky), "redemption.failed")
     assert failed["code"] == "suppliers_unavailable"
-    assert_names_voucher(failed, unlucky)
+    assert_names_voucher(gw, failed, unlucky)
 
 
 async def test_a_lockout_names_the_code_tried_by_claim_id(gateway_factory: Any) -> None:
@@ -86,7 +87,7 @@ async def test_a_lockout_names_the_code_tried_by_claim_id(gateway_factory: Any) 
         assert [(await gw.redeem(MALFORMED, device_id="rig")).status for _ in range(2)] == [404] * 2
         assert (await gw.redeem(code, device_id="rig")).status == 429
         (hit,) = await events(gw, keys.GUARD_TAG, "risk.hit")
-        assert hit["claim_id"] == codes.claim_id_for(code) and code not in hit.values()
+        assert hit["claim_id"] == claim_id_of(gw, code) and code not in hit.values()
 
 
 def test_keys_scripts_complete_from_an_id_are_the_key_tables_keys() -> None:

@@ -178,9 +178,26 @@ async def test_shadow_redeem_rule_never_blocks_but_is_counted_and_evented(
         assert [(h["rules"], h["decision"]) for h in hits] == [("guess_shadow", "shadow")] * 3
 
 
-async def test_shadow_and_enforced_rules_firing_together_are_one_event(
+async def test_shadow_and_enforced_redeem_rules_firing_together_leave_one_event_per_mode(
     gateway_factory: Any,
 ) -> None:
+    config = rule("guess_watch", "failed_redemptions_per_device", 2, mode="shadow") + rule(
+        "guess_lock", "failed_redemptions_per_ip", 2
+    )
+    async with gateway_factory(config) as gw:
+        statuses = [(await gw.redeem(UNKNOWN_CODE, device_id="rig")).status for _ in range(3)]
+        assert statuses == [404, 404, 429]
+        hits = await risk_hits(gw, keys.GUARD_TAG)
+        assert [(h["rules"], h["decision"]) for h in hits] == [
+            ("guess_lock", "deny"),
+            ("guess_watch", "shadow"),
+        ]
+
+
+async def test_shadow_and_enforced_rules_firing_together_leave_one_event_per_mode(
+    gateway_factory: Any,
+) -> None:
+    # The ledger counts risk hits by rule and mode from the event's decision alone.
     config = rule("watch_ip", "claims_per_ip", 1, mode="shadow") + rule(
         "one_user_per_device", "distinct_users_per_device", 1, "challenge"
     )
@@ -191,7 +208,8 @@ async def test_shadow_and_enforced_rules_firing_together_are_one_event(
         await assert_refused(refused, 403, "challenge_required")
         hits = await risk_hits(gw, keys.shard_tag(campaign))
         assert [(h["rules"], h["decision"]) for h in hits] == [
-            ("watch_ip,one_user_per_device", "challenge")
+            ("one_user_per_device", "challenge"),
+            ("watch_ip", "shadow"),
         ]
 
 
@@ -330,7 +348,13 @@ async def test_local_lockout_memory_never_outlives_each_rules_own_retry(
         services = gw.public.server.app[SERVICES]
         clock = FakeClock(float(int(time.time()) - 3600))
         desk = RedeemDesk(
-            services.redis, services.scripts, gw.settings, services.pool, None, clock=clock
+            services.redis,
+            services.scripts,
+            gw.settings,
+            services.pool,
+            None,
+            services.claim_ids,
+            clock=clock,
         )
 
         async def attempt(ip: str) -> str:

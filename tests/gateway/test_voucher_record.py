@@ -21,6 +21,11 @@ def code_key_of(gw: Gateway) -> bytes:
     return bytes(gw.public.server.app[SERVICES].code_key)
 
 
+def claim_id_of(gw: Gateway, code: str) -> str:
+    """The claim id the gateway's events and answers give the code (its data key's)."""
+    return gw.public.server.app[SERVICES].claim_ids.of(code)
+
+
 async def test_a_grant_writes_its_voucher_and_no_idempotency_key(gateway: Gateway) -> None:
     campaign = await gateway.put_campaign(stock=5)
     before = set(await gateway.redis.keys("*"))

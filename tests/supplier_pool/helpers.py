@@ -26,12 +26,24 @@ class FakeClock:
 @dataclass
 class RecordingObserver:
     calls: list[tuple[str, str]] = field(default_factory=list)
+    # (supplier, outcome, order id, op, failover) of each call, in order
+    details: list[tuple[str, str, str, str, bool]] = field(default_factory=list)
     transitions: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def call_finished(self, supplier_id: str, outcome: str, seconds: float) -> None:
+    def call_finished(
+        self,
+        supplier_id: str,
+        outcome: str,
+        seconds: float,
+        *,
+        order_id: str = "",
+        op: str = "place",
+        failover: bool = False,
+    ) -> None:
         assert seconds >= 0
         assert outcome in OUTCOMES, outcome
         self.calls.append((supplier_id, outcome))
+        self.details.append((supplier_id, outcome, order_id, op, failover))
 
     def breaker_transition(self, supplier_id: str, old: str, new: str) -> None:
         self.transitions.append((supplier_id, old, new))

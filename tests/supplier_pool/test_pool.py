@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -98,6 +99,52 @@ async def test_timeout_before_commit_is_not_found_and_fails_over(
     assert isinstance(result, Delivered) and result.supplier_id == "beta"
     assert observer.calls == [("alpha", "unknown"), ("alpha", "not_found"), ("beta", "success")]
     assert await sim.successes("o-1") == ["beta"]
+
+
+async def test_the_observer_learns_each_call_s_order_kind_and_whether_it_failed_over(
+    sim: Sim, make_pool: MakePool
+) -> None:
+    await sim.set("alpha", timeout_rate=1.0, timeout_s=5.0)
+    observer = RecordingObserver()
+    pool = make_pool([sim.spec("alpha", timeout_s=0.2), sim.spec("beta")], observer=observer)
+    await pool.deliver("o-1", "sku", "acct", ["alpha", "beta"])
+    pool.force_open("alpha")
+    await pool.deliver("o-2", "sku", "acct", ["alpha", "beta"])
+    pool.reset("alpha")
+    await pool.settle("o-1", "beta")  # the reconciler's question
+    assert observer.details == [
+        ("alpha", "unknown", "o-1", "place", False),
+        ("alpha", "not_found", "o-1", "query", False),
+        ("beta", "success", "o-1", "place", True),
+        ("alpha", "rejected_open", "o-2", "place", False),
+        ("beta", "success", "o-2", "place", True),  # alpha passed over: its breaker refused
+        ("beta", "success", "o-1", "query", False),
+    ]
+    stats = await sim.stats()
+    assert (stats["alpha"]["post"], stats["alpha"]["get"]) == (1, 1)
+    assert (stats["beta"]["post"], stats["beta"]["get"]) == (2, 1)
+
+
+async def test_a_query_that_cannot_connect_is_unreachable(
+    make_pool: MakePool, refused_url: str
+) -> None:
+    observer = RecordingObserver()
+    pool = make_pool([SupplierSpec(id="gone", base_url=refused_url)], observer=observer)
+    assert await pool.settle("o-1", "gone") == Pending("gone")
+    assert observer.details == [("gone", "unreachable", "o-1", "query", False)]
+
+
+async def test_a_call_cancelled_in_flight_is_reported_unknown_without_a_breaker_verdict(
+    sim: Sim, make_pool: MakePool
+) -> None:
+    await sim.set("alpha", latency_ms=2000)
+    observer = RecordingObserver()
+    pool = make_pool([sim.spec("alpha", timeout_s=5.0)], observer=observer)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await pool.deliver("o-1", "sku", "acct", ["alpha"])
+    assert observer.details == [("alpha", "unknown", "o-1", "place", False)]
+    assert pool.breaker("alpha").snapshot()["calls"] == 0
 
 
 async def test_unknown_outcome_whose_query_fails_is_pending_and_goes_no_further(
@@ -312,7 +359,9 @@ async def test_snapshot_lists_every_supplier(sim: Sim, make_pool: MakePool) -> N
 
 async def test_a_broken_observer_never_breaks_a_delivery(sim: Sim, make_pool: MakePool) -> None:
     class Broken:
-        def call_finished(self, supplier_id: str, outcome: str, seconds: float) -> None:
+        def call_finished(
+            self, supplier_id: str, outcome: str, seconds: float, **context: Any
+        ) -> None:
             raise RuntimeError("metrics bug")
 
         def breaker_transition(self, supplier_id: str, old: str, new: str) -> None:

@@ -159,3 +159,48 @@ async def test_run_survives_redis_errors_and_stops_on_cancel(
             await task
     finally:
         await broken.aclose()
+
+
+async def openings(redis: aredis.Redis, stream: str) -> list[tuple[str, str]]:
+    entries = await redis.xrange(stream)
+    assert all(fields[b"type"] == b"supplier.breaker_opened" for _, fields in entries)
+    return [(f[b"supplier"].decode(), f[b"from_state"].decode()) for _, f in entries]
+
+
+async def test_an_opening_is_one_event_however_many_workers_trip_during_it(
+    make_pool: MakePool, sim: Sim, redis_client: aredis.Redis
+) -> None:
+    stream = "gw:{suppliers}:events"
+    config = BreakerConfig(window_size=4, minimum_calls=2, wait_in_open_s=0.3)
+    one, two = (make_pool([sim.spec("alpha")], breaker_config=config) for _ in range(2))
+    syncs = [BreakerSync(redis_client, pool, events_key=stream) for pool in (one, two)]
+    one.breaker("alpha").transition_to(State.OPEN)
+    two.breaker("alpha").transition_to(State.OPEN)  # before it heard of the first trip
+    for _ in range(2):
+        for sync in syncs:
+            await sync.sync_once()
+    assert await openings(redis_client, stream) == [("alpha", "closed")]
+    await asyncio.sleep(0.35)  # the opening is over: the next trip is a new one
+    breaker = one.breaker("alpha")
+    assert breaker.try_acquire() and breaker.state is State.HALF_OPEN
+    breaker.on_failure(0.01)  # the probe failed
+    assert breaker.state is State.OPEN
+    await syncs[0].sync_once()
+    assert await openings(redis_client, stream) == [("alpha", "closed"), ("alpha", "half_open")]
+    _, fields = (await redis_client.xrange(stream))[-1]
+    assert fields[b"ts"].decode().endswith("Z")
+
+
+async def test_no_event_without_an_events_key_nor_for_a_forced_state(
+    make_pool: MakePool, sim: Sim, redis_client: aredis.Redis
+) -> None:
+    stream = "gw:{suppliers}:events"
+    pool = make_pool([sim.spec("alpha")], breaker_config=TRIP_FAST)
+    pool.breaker("alpha").transition_to(State.OPEN)
+    await BreakerSync(redis_client, pool).sync_once()
+    assert await redis_client.hget(BREAKERS_KEY, "alpha") is not None  # published
+    other = make_pool([sim.spec("alpha")], breaker_config=TRIP_FAST)
+    sync = BreakerSync(redis_client, other, events_key=stream)
+    await sync.force_open("alpha")
+    await sync.sync_once()
+    assert await redis_client.exists(stream) == 0

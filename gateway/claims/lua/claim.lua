@@ -153,10 +153,20 @@ local function check_rules(k, a)
     end
   end
   if not hits then return blocking, '', counts, windows end
-  local ids = {}
-  for i = 1, #hits do ids[i] = ARGV[a + CLAIM_ARGS + (hits[i] - 1) * RULE_ARGS + RULE_ID] end
-  emit(a, 'risk.hit', 'rules', table.concat(ids, ','), 'decision',
-       blocking == DENIED and 'deny' or (blocking == CHALLENGE and 'challenge' or 'shadow'))
+  -- One event per mode: an event's decision is then every one of its rules' mode.
+  local enforced, shadow = {}, {}
+  for i = 1, #hits do
+    local o = a + CLAIM_ARGS + (hits[i] - 1) * RULE_ARGS
+    local ids = ARGV[o + EFFECT] == 'shadow' and shadow or enforced
+    ids[#ids + 1] = ARGV[o + RULE_ID]
+  end
+  if #enforced > 0 then
+    emit(a, 'risk.hit', 'rules', table.concat(enforced, ','), 'decision',
+         blocking == DENIED and 'deny' or 'challenge')
+  end
+  if #shadow > 0 then
+    emit(a, 'risk.hit', 'rules', table.concat(shadow, ','), 'decision', 'shadow')
+  end
   if blocking == CHALLENGE and lift(k, a, hits) then blocking = nil end
   return blocking, table.concat(hits, ','), counts, windows
 end

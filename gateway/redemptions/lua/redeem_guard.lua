@@ -1,5 +1,6 @@
 -- redeem_guard.lua: the redeem route's defences, before any voucher is looked at.
--- Joined after ratelimit/sliding_window.lua; every key shares the guard tag {rg}.
+-- Joined after ratelimit/sliding_window.lua and coarse_window.lua; every key shares the guard
+-- tag {rg}.
 -- KEYS[1] nonce key (unused unless ARGV[3] == '1')   KEYS[2] event stream
 --   KEYS[3 .. 2+L] a sliding-window key per limit   KEYS[3+L .. 2+L+R] a failure log per rule
 --   KEYS[3+L+R] the challenge pass's nonce key (only when ARGV[15] == '1')
@@ -7,7 +8,7 @@
 --   [5] L  [6] R  [7] now as RFC 3339  [8] stream max length  [9] user id  [10] device id  [11] ip
 --   [12] request id  [13] client id  [14] claim id of the code tried ('' if malformed)
 --   [15] '1' to lift a challenge (never a deny) by spending the pass (SET NX: once)
---   then L pairs (limit, window ms), R tuples (rule id, threshold, window ms, effect
+--   then L triples (limit, window ms, group: 1 for the exact log, else a coarse log's), R tuples (rule id, threshold, window ms, effect
 --   'deny'|'challenge'|'shadow'), and for 'refund' the R entries a check wrote.
 -- Modes: 'check' (a suspected guesser's attempt is counted now, provisionally), 'check_fail'
 --   (check, then count one failure), 'fail' (count one failure), 'refund' (take it back).
@@ -20,7 +21,7 @@ local now = tonumber(ARGV[1])
 local mode = ARGV[2]
 local L, R = tonumber(ARGV[5]), tonumber(ARGV[6])
 local limit_base = 16
-local rule_base = limit_base + L * 2
+local rule_base = limit_base + L * 3
 
 local function emit(kind, extra)
   local fields = {'type', kind, 'ts', ARGV[7], 'campaign_id', '', 'user_id', ARGV[9],
@@ -60,11 +61,20 @@ if ARGV[3] == '1' then
   end
 end
 
-local limit_counts = {}
+local limit_counts, coarse_logs = {}, {}
 for i = 1, L do
-  local o = limit_base + (i - 1) * 2
-  local count, retry = sw_peek(KEYS[2 + i], tonumber(ARGV[o]), tonumber(ARGV[o + 1]), now)
-  if count >= tonumber(ARGV[o]) then
+  local o = limit_base + (i - 1) * 3
+  local key, limit, window, group = KEYS[2 + i], tonumber(ARGV[o]), ARGV[o + 1], ARGV[o + 2]
+  local count, retry
+  if group == '1' then
+    count, retry = sw_peek(key, limit, tonumber(window), now)
+  else
+    count, retry, coarse_logs[i] = cw_peek(key, limit, window, now, group, cw_log(key))
+  end
+  if count >= limit then
+    for j = 1, i do
+      if coarse_logs[j] then cw_flush(KEYS[2 + j], coarse_logs[j]) end
+    end
     return {5, i, retry, {}, {}, {}}
   end
   limit_counts[i] = count
@@ -91,11 +101,19 @@ for r = 1, R do
   end
 end
 
-if #fired > 0 then
-  local ids = {}
-  for i = 1, #fired do ids[i] = ARGV[rule_base + (fired[i] - 1) * 4] end
-  emit('risk.hit', {'rules', table.concat(ids, ','), 'decision',
-                    blocking == 6 and 'deny' or (blocking == 7 and 'challenge' or 'shadow')})
+-- One event per mode: an event's decision is then every one of its rules' mode.
+local enforced, shadow = {}, {}
+for i = 1, #fired do
+  local o = rule_base + (fired[i] - 1) * 4
+  local ids = ARGV[o + 3] == 'shadow' and shadow or enforced
+  ids[#ids + 1] = ARGV[o]
+end
+if #enforced > 0 then
+  emit('risk.hit', {'rules', table.concat(enforced, ','), 'decision',
+                    blocking == 6 and 'deny' or 'challenge'})
+end
+if #shadow > 0 then
+  emit('risk.hit', {'rules', table.concat(shadow, ','), 'decision', 'shadow'})
 end
 if blocking == 7 and ARGV[15] == '1' and
    redis.call('SET', KEYS[3 + L + R], '1', 'NX', 'PX', ARGV[4]) then
@@ -107,12 +125,19 @@ if blocking == 7 and ARGV[15] == '1' and
   end
   emit('risk.challenge_passed', {'rules', table.concat(lifted, ',')})
 end
+for i = 1, L do
+  local o = limit_base + (i - 1) * 3
+  if coarse_logs[i] then
+    if blocking == 0 then
+      cw_admit(KEYS[2 + i], ARGV[o], ARGV[o + 1], now, ARGV[o + 2], coarse_logs[i])
+    end
+    cw_flush(KEYS[2 + i], coarse_logs[i])
+  elseif blocking == 0 then
+    sw_record(KEYS[2 + i], tonumber(ARGV[o + 1]), now, limit_counts[i])
+  end
+end
 if blocking ~= 0 then
   return {blocking, 0, retry_ms, fired, retries, {}}
-end
-
-for i = 1, L do
-  sw_record(KEYS[2 + i], tonumber(ARGV[limit_base + (i - 1) * 2 + 1]), now, limit_counts[i])
 end
 if suspected then
   return {0, 0, 0, fired, retries, count_failure()}
