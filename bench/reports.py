@@ -33,8 +33,8 @@ from aiohttp import web
 from backend import db
 from backend.app import create_app
 from backend.ledger import write_batch
-from gateway.codes import claim_id_for, code_key, mask_code, voucher_code_for
-from gateway.settings import load
+from gateway.codes import ClaimIds, code_key, mask_code, voucher_code_for
+from gateway.settings import data_key_bytes, load
 from gateway.valkey import keys
 
 BENCH = Path(__file__).resolve().parent
@@ -98,7 +98,8 @@ async def build(url: str, claims: int, seed: int = 7) -> tuple[dict[str, Any], P
     ledger = Ledger(url)
     await db.migrate(ledger.engine)
     probes = Probes()
-    key = code_key(b"bench-reports")
+    data_key = data_key_bytes(load(BENCH / "gateway.toml", env={}).security.data_key)
+    key, claim_ids = code_key(data_key), ClaimIds(data_key)  # as the bench gateway's
     users = max(1, claims // 5)
     # Stock: the first campaign (the probed one) sells out, so its sell-out query runs.
     stock = {c: claims // 12 if c == CAMPAIGNS[0] else claims for c in CAMPAIGNS}
@@ -149,7 +150,7 @@ async def build(url: str, claims: int, seed: int = 7) -> tuple[dict[str, Any], P
         granted[campaign_id] += 1
         tag = keys.shard_tag(campaign_id)
         code = voucher_code_for(tag, key, client_id, campaign_id, f"idem-{n}")
-        voucher = {"voucher_code": mask_code(code), "claim_id": claim_id_for(code)}
+        voucher = {"voucher_code": mask_code(code), "claim_id": claim_ids.of(code)}
         await ledger.add(campaign_id, ms, common | voucher | {"type": "claim.granted"})
         later = ms + 60_000 + n % 600_000
         if n % 10 < 3:  # redeemed: reserved, then delivered by a supplier
