@@ -226,7 +226,7 @@ async def suppliers_report(engine: AsyncEngine, day: str | None) -> dict[str, An
         func.count().label("n"),
         func.sum(c.failover).label("f"),
         func.count(c.latency_ms).label("timed"),
-    ).group_by(c.supplier, c.day, c.outcome)
+    ).group_by(c.day, c.supplier, c.outcome)  # the index's order (schema.supplier_calls)
     openings = select(b.supplier, b.day, func.count().label("n")).group_by(b.supplier, b.day)
     if day is not None:
         counts, openings = counts.where(c.day == day), openings.where(b.day == day)
