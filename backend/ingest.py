@@ -131,8 +131,8 @@ class Ingester:
         """Commit and ack the stream's batches, up to `drain_batches` of them; returns how
         many entries moved (0: nothing to do).
 
-        While a batch of new entries commits, the next one is read and decoded: the database
-        and this process work at once. It is acked only after its own commit; if a commit
+        While a batch of new entries commits, the next one is read and decoded, so the reading
+        and the database's work overlap. It is acked only after its own commit; if a commit
         fails, what was read ahead stays pending with us and is read again with the rest.
         """
         entries, fresh = await self._take(stream)
