@@ -72,6 +72,14 @@ WIDTHS = {
 }
 
 
+_UNBOUNDED = 1 << 62
+# Every width but a few is at least _FLOOR: an event whose values all fit in it is checked
+# against those few only.
+_FLOOR = 64
+_NARROW = {name: width for name, width in WIDTHS.items() if width < _FLOOR}
+_INTEGER_SET = frozenset(INTEGERS)
+
+
 class Malformed(ValueError):
     """An entry that cannot be a ledger event; the message is the dead letter's reason."""
 
@@ -86,8 +94,7 @@ class Event(msgspec.Struct, frozen=True):
     fields: dict[str, str]
 
     def get(self, name: str) -> str | None:
-        value = self.fields.get(name)
-        return value if value else None
+        return self.fields.get(name) or None
 
 
 def entry_order(entry_id: str) -> int:
@@ -115,13 +122,23 @@ def _ts_ms(ts: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _too_wide(fields: dict[str, str]) -> bool:
+    if max(map(len, fields.values()), default=0) <= _FLOOR:  # only a narrow one can be
+        return any(len(fields[name]) > _NARROW[name] for name in _NARROW.keys() & fields.keys())
+    return any(len(value) > WIDTHS.get(name, _UNBOUNDED) for name, value in fields.items())
+
+
 def _check(kind: str, fields: dict[str, str]) -> None:
-    missing = [name for name in REQUIRED.get(kind, ()) if not fields.get(name)]
-    if missing:
+    required = REQUIRED.get(kind, ())
+    if not all(map(fields.get, required)):
+        missing = [name for name in required if not fields.get(name)]
         raise Malformed(f"{kind}: missing {', '.join(missing)}")
-    for name, width in WIDTHS.items():
-        if len(fields.get(name, "")) > width:
-            raise Malformed(f"{kind}: {name} longer than {width} characters")
+    if _too_wide(fields):
+        for name, width in WIDTHS.items():  # the first in WIDTHS order names the reason
+            if len(fields.get(name, "")) > width:
+                raise Malformed(f"{kind}: {name} longer than {width} characters")
+    if _INTEGER_SET.isdisjoint(fields):
+        return
     for name in INTEGERS:
         value = fields.get(name)
         if value:
@@ -133,16 +150,24 @@ def _check(kind: str, fields: dict[str, str]) -> None:
                 raise Malformed(f"{kind}: {name} out of range")
 
 
+def _decoded(raw: dict[Any, Any]) -> dict[str, str]:
+    try:  # the usual reply: UTF-8 bytes
+        return {k.decode(): v.decode() for k, v in raw.items()}
+    except (AttributeError, UnicodeDecodeError):
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+
 def decode(stream: str, entry_id: str, raw: dict[Any, Any]) -> Event:
     """The event of one entry; raises Malformed naming what is wrong."""
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = _decoded(raw)
     kind, ts = fields.pop("type", ""), fields.pop("ts", "")
     if not kind:
         raise Malformed("no type")
     if not ts:
         raise Malformed(f"{kind[:64]}: no ts")
     ts_ms = _ts_ms(ts)
-    _check(kind[:64], fields | {"type": kind, "ts": ts})
+    wide = len(kind) > WIDTHS["type"] or len(ts) > WIDTHS["ts"]
+    _check(kind[:64], fields | {"type": kind, "ts": ts} if wide else fields)
     return Event(stream, entry_id, entry_order(entry_id), kind, ts, ts_ms, fields)
 
 

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.ledger import Entry, write_batch
+from backend.ledger import Decoded, Entry, decode_batch, write_batch
 from backend.metrics import BackendMetrics
 from backend.streams import StreamStatus, ensure_group, stream_status, text, trim_floor
 from gateway.valkey import keys
@@ -39,6 +39,8 @@ class IngestOptions(msgspec.Struct, frozen=True):
     group: str = "ledger"
     consumer: str = ""  # empty: host, pid and a random suffix
     batch: int = 1000
+    # Batches one stream commits in a row before the next stream's turn.
+    drain_batches: int = 8
     # A consumer's entry pending this long is taken over (its consumer is presumed dead).
     claim_idle_ms: int = 30_000
     discover_every_s: float = 1.0
@@ -126,31 +128,65 @@ class Ingester:
                 self.streams.add(stream)
 
     async def drain(self, stream: str) -> int:
-        """Commit and ack one batch of the stream; returns its size (0: nothing to do)."""
-        entries = await self._take(stream)
-        if entries:
+        """Commit and ack the stream's batches, up to `drain_batches` of them; returns how
+        many entries moved (0: nothing to do).
+
+        While a batch of new entries commits, the next one is read and decoded, so the reading
+        and the database's work overlap. It is acked only after its own commit; if a commit
+        fails, what was read ahead stays pending with us and is read again with the rest.
+        """
+        entries, fresh = await self._take(stream)
+        batch = decode_batch(stream, entries)
+        moved = 0
+        for round_ in range(1, self.options.drain_batches + 1):
+            if not entries:
+                break
             self._dirty.add(stream)  # until acked: read again from our pending list
-            result = await write_batch(self.engine, stream, entries)
+            ahead = None
+            more = len(entries) >= self.options.batch and round_ < self.options.drain_batches
+            if fresh and more and not self._stopping.is_set():
+                ahead = asyncio.ensure_future(self._read_ahead(stream))
+            try:
+                result = await write_batch(self.engine, stream, batch)
+            except BaseException:
+                if ahead is not None:  # its entries, if read, are pending with us
+                    with contextlib.suppress(Exception):
+                        await ahead
+                raise
             self._database_ok()
-            await self.redis.xack(stream, self.options.group, *[i for i, _ in entries])
-            self._dirty.discard(stream)
+            await self.redis.xack(stream, self.options.group, *[i.encode() for i, _ in entries])
             self.metrics.events_ingested.inc(result.new)
             self.metrics.dead_letters.inc(result.dead)
-        await self._refresh_status(stream, force=bool(entries))
-        return len(entries)
+            moved += len(entries)
+            if ahead is None:
+                if fresh:
+                    self._dirty.discard(stream)
+                break
+            entries, batch = await ahead
+        await self._refresh_status(stream, force=bool(moved))
+        return moved
 
-    async def _take(self, stream: str) -> list[Entry]:
+    async def _read_ahead(self, stream: str) -> tuple[list[Entry], Decoded]:
+        reply = await self.redis.xreadgroup(
+            self.options.group, self.consumer, {stream: ">"}, count=self.options.batch
+        )
+        entries = _entries(reply)
+        return entries, decode_batch(stream, entries)
+
+    async def _take(self, stream: str) -> tuple[list[Entry], bool]:
+        """The next batch, and whether it is new entries (not ones pending with us)."""
         group, consumer, count = self.options.group, self.consumer, self.options.batch
         if stream in self._dirty:
             reply = await self.redis.xreadgroup(group, consumer, {stream: "0"}, count=count)
             entries = await self._drop_trimmed(stream, reply)
             if entries:
-                return entries
+                return entries, False
             self._dirty.discard(stream)
         claimed = await self._autoclaim(stream)
         if claimed:
-            return claimed
-        return _entries(await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=count))
+            return claimed, False
+        reply = await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=count)
+        return _entries(reply), True
 
     async def _autoclaim(self, stream: str) -> list[Entry]:
         interval = max(0.05, self.options.claim_idle_ms / 2000)

@@ -48,7 +48,7 @@ def _int(value: str | None) -> int | None:
 
 @dataclass
 class Projection:
-    event_rows: list[dict[str, Any]] = field(default_factory=list)
+    event_rows: list[tuple[Any, ...]] = field(default_factory=list)  # in EVENT_COLUMNS order
     counters: Counter[tuple[str, str]] = field(default_factory=Counter)
     minutes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     campaigns: list[dict[str, Any]] = field(default_factory=list)
@@ -58,20 +58,29 @@ class Projection:
     breaker_openings: list[dict[str, Any]] = field(default_factory=list)
 
 
-def event_row(event: Event) -> dict[str, Any]:
+# The raw ledger's columns (schema.events) in the order `event_row` gives them.
+EVENT_COLUMNS = ("stream", "entry_id", "type", "ts", "ts_ms", *COLUMNS, "voucher_masked", "payload")
+_NOT_PAYLOAD = frozenset((*COLUMNS, "voucher_code"))
+_json = msgspec.json.Encoder()
+
+
+def event_row(event: Event) -> tuple[Any, ...]:
     """The raw-ledger row: common fields as columns, the rest as a JSON payload."""
-    row: dict[str, Any] = {name: event.get(name) for name in COLUMNS}
-    rest = {k: v for k, v in event.fields.items() if k not in COLUMNS and k != "voucher_code"}
-    row.update(
-        stream=event.stream,
-        entry_id=event.entry_id,
-        type=event.type,
-        ts=event.ts,
-        ts_ms=event.ts_ms,
-        voucher_masked=event.get("voucher_code"),
-        payload=msgspec.json.encode(rest).decode(),
+    f = event.fields
+    columns = tuple(map(f.get, COLUMNS))
+    if "" in columns:  # an empty field is no value
+        columns = tuple(value or None for value in columns)
+    rest = {k: v for k, v in f.items() if k not in _NOT_PAYLOAD}
+    return (
+        event.stream,
+        event.entry_id,
+        event.type,
+        event.ts,
+        event.ts_ms,
+        *columns,
+        f.get("voucher_code") or None,
+        _json.encode(rest).decode(),
     )
-    return row
 
 
 class Projector:

