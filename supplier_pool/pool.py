@@ -65,25 +65,27 @@ class Failed(msgspec.Struct, frozen=True):
     """The supplier definitely did not deliver the order."""
 
 
+class SupplierCall(msgspec.Struct, frozen=True):
+    """One supplier call (or refusal) as the pool reports it; OUTCOMES lists the outcomes.
+
+    `op` is "place" (POST the order; refusals too) or "query" (GET it back). `failover` marks
+    the place call at a supplier the order reached only after a higher-priority one was passed
+    over (refused by its breaker or bulkhead, or answered a definite no).
+    """
+
+    supplier_id: str
+    outcome: str
+    seconds: float
+    order_id: str = ""
+    op: str = "place"
+    failover: bool = False
+
+
 class PoolObserver(Protocol):
     """Receives one report per supplier call and per breaker transition (metrics, ledger)."""
 
-    def call_finished(
-        self,
-        supplier_id: str,
-        outcome: str,
-        seconds: float,
-        *,
-        order_id: str = "",
-        op: str = "place",
-        failover: bool = False,
-    ) -> None:
-        """One supplier call (or refusal) ended; see OUTCOMES for the labels.
-
-        `op` is "place" (POST the order; refusals too) or "query" (GET it back). `failover`
-        marks the place call at a supplier the order reached only after a higher-priority one
-        was passed over (refused by its breaker or bulkhead, or answered a definite no).
-        """
+    def call_finished(self, call: SupplierCall) -> None:
+        """One supplier call (or refusal) ended."""
 
     def breaker_transition(self, supplier_id: str, old: str, new: str) -> None:
         """A breaker moved between two `State` values."""
@@ -92,16 +94,7 @@ class PoolObserver(Protocol):
 class NullObserver:
     """An observer that ignores everything."""
 
-    def call_finished(
-        self,
-        supplier_id: str,
-        outcome: str,
-        seconds: float,
-        *,
-        order_id: str = "",
-        op: str = "place",
-        failover: bool = False,
-    ) -> None:
+    def call_finished(self, call: SupplierCall) -> None:
         """Ignore the report."""
 
     def breaker_transition(self, supplier_id: str, old: str, new: str) -> None:
@@ -349,12 +342,7 @@ class SupplierPool:
         # An observer bug must never turn a delivered order into an error for the caller.
         try:
             self._observer.call_finished(
-                supplier_id,
-                outcome,
-                seconds,
-                order_id=call.order_id,
-                op=call.op,
-                failover=call.failover,
+                SupplierCall(supplier_id, outcome, seconds, call.order_id, call.op, call.failover)
             )
         except Exception:
             log.exception("pool observer failed on call_finished")

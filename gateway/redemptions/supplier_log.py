@@ -27,6 +27,7 @@ from gateway.telemetry.metrics import SupplierObserver
 from gateway.timefmt import rfc3339_ms
 from gateway.valkey import keys
 from gateway.valkey.calls import UNREACHABLE
+from supplier_pool.pool import SupplierCall
 
 log = logging.getLogger("gateway.suppliers")
 
@@ -56,21 +57,10 @@ class SupplierCallLog:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
 
-    def call_finished(
-        self,
-        supplier_id: str,
-        outcome: str,
-        seconds: float,
-        *,
-        order_id: str = "",
-        op: str = "place",
-        failover: bool = False,
-    ) -> None:
+    def call_finished(self, call: SupplierCall) -> None:
         """Count the call and queue its event."""
-        self._metrics.call_finished(
-            supplier_id, outcome, seconds, order_id=order_id, op=op, failover=failover
-        )
-        tag = codes.redemption_tag(order_id)
+        self._metrics.call_finished(call)
+        tag = codes.redemption_tag(call.order_id)
         if tag is None:
             return
         fields = [
@@ -79,18 +69,18 @@ class SupplierCallLog:
             "ts",
             rfc3339_ms(int(self._clock() * 1000)),
             "supplier",
-            supplier_id,
+            call.supplier_id,
             "outcome",
-            outcome,
+            call.outcome,
             "op",
-            op,
+            call.op,
             "redemption_id",
-            order_id,
+            call.order_id,
             "failover",
-            "1" if failover else "0",
+            "1" if call.failover else "0",
         ]
-        if outcome not in REFUSALS:
-            fields += ["latency_ms", str(round(seconds * 1000))]
+        if call.outcome not in REFUSALS:
+            fields += ["latency_ms", str(round(call.seconds * 1000))]
         if len(self._queue) >= self._max_queued:
             self._queue.popleft()
             self._dropped += 1

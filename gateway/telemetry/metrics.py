@@ -27,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.telemetry import tally
 from risk.challenge import REASONS as PASS_REFUSALS
+from supplier_pool.pool import SupplierCall
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -308,21 +309,12 @@ BREAKER_STATES = {"closed": 0, "open": 1, "half_open": 2, "forced_open": 3, "for
 class SupplierObserver:
     """The supplier pool's observer: its calls and breaker moves, as metrics."""
 
-    def call_finished(
-        self,
-        supplier_id: str,
-        outcome: str,
-        seconds: float,
-        *,
-        order_id: str = "",
-        op: str = "place",
-        failover: bool = False,
-    ) -> None:
-        supplier_calls.labels(supplier_id, outcome).inc()
-        if outcome not in ("rejected_open", "rejected_bulkhead"):
-            supplier_latency.labels(supplier_id).observe(seconds)
-        if failover:
-            supplier_failovers.labels(supplier_id).inc()
+    def call_finished(self, call: SupplierCall) -> None:
+        supplier_calls.labels(call.supplier_id, call.outcome).inc()
+        if call.outcome not in ("rejected_open", "rejected_bulkhead"):
+            supplier_latency.labels(call.supplier_id).observe(call.seconds)
+        if call.failover:
+            supplier_failovers.labels(call.supplier_id).inc()
 
     def breaker_transition(self, supplier_id: str, old: str, new: str) -> None:
         breaker_transitions.labels(supplier_id, old, new).inc()

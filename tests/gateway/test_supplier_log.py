@@ -15,6 +15,7 @@ from gateway import codes
 from gateway.redemptions.supplier_log import SupplierCallLog
 from gateway.telemetry import tally
 from gateway.valkey import keys
+from supplier_pool.pool import SupplierCall
 from tests.support.waiting import eventually
 
 
@@ -32,10 +33,11 @@ def decoded(entries: list[Any]) -> list[dict[str, str]]:
 async def test_each_call_is_an_event_on_its_redemption_s_stream(redis_client: Any) -> None:
     log = SupplierCallLog(redis_client, 10_000, clock=lambda: 1_767_323_045.5)
     rid = codes.new_redemption_id("EF")
-    log.call_finished("alpha", "unknown", 0.3004, order_id=rid)
-    log.call_finished("alpha", "not_found", 0.002, order_id=rid, op="query")
-    log.call_finished("beta", "rejected_open", 0.0, order_id=rid, failover=True)
-    log.call_finished("beta", "success", 0.05, order_id="not-a-redemption")  # metrics only
+    log.call_finished(SupplierCall("alpha", "unknown", 0.3004, order_id=rid))
+    log.call_finished(SupplierCall("alpha", "not_found", 0.002, order_id=rid, op="query"))
+    log.call_finished(SupplierCall("beta", "rejected_open", 0.0, order_id=rid, failover=True))
+    # Not a redemption's order: counted in the metrics only.
+    log.call_finished(SupplierCall("beta", "success", 0.05, order_id="not-a-redemption"))
     assert log.queued == 3
     await log.write_batch()
     assert log.queued == 0
@@ -62,7 +64,7 @@ async def test_events_wait_while_valkey_is_away_and_are_written_once_it_answers(
     try:
         log.start()
         for outcome in ("unknown", "not_found"):
-            log.call_finished("alpha", outcome, 0.01, order_id=rid)
+            log.call_finished(SupplierCall("alpha", outcome, 0.01, order_id=rid))
         await asyncio.sleep(0.3)  # a failed write, and the writer waiting to retry
         assert log.queued == 2
         log._redis = redis_client  # Valkey is back
@@ -79,7 +81,7 @@ async def test_close_writes_what_is_queued_before_the_writer_stops(redis_client:
     log.start()
     rid = codes.new_redemption_id("EF")
     for _ in range(1_000):  # more than one batch
-        log.call_finished("alpha", "success", 0.01, order_id=rid)
+        log.call_finished(SupplierCall("alpha", "success", 0.01, order_id=rid))
     await log.close(5.0)
     assert log.queued == 0
     assert await redis_client.xlen(keys.events("EF")) == 1_000
@@ -89,7 +91,7 @@ async def test_a_full_queue_drops_the_oldest_events(redis_client: Any) -> None:
     log = SupplierCallLog(redis_client, 10_000, max_queued=2)
     rid = codes.new_redemption_id("EF")
     for outcome in ("unknown", "not_found", "success"):
-        log.call_finished("alpha", outcome, 0.01, order_id=rid)
+        log.call_finished(SupplierCall("alpha", outcome, 0.01, order_id=rid))
     await log.write_batch()
     events = decoded(await redis_client.xrange(keys.events("EF")))
     assert [e["outcome"] for e in events] == ["not_found", "success"]
@@ -101,7 +103,7 @@ async def test_the_metrics_count_every_call_and_failover(redis_client: Any, outc
     calls = ("gateway_supplier_calls_total", {"supplier": "gamma", "outcome": outcome})
     failovers = ("gateway_supplier_failovers_total", {"supplier": "gamma"})
     before = [sample(*calls), sample(*failovers)]
-    log.call_finished("gamma", outcome, 0.01, order_id="o-1", failover=True)
+    log.call_finished(SupplierCall("gamma", outcome, 0.01, order_id="o-1", failover=True))
     assert [sample(*calls), sample(*failovers)] == [before[0] + 1, before[1] + 1]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from supplier_pool.pool import OUTCOMES, SupplierSpec
+from supplier_pool.pool import OUTCOMES, SupplierCall, SupplierSpec
 
 
 class FakeClock:
@@ -30,20 +30,11 @@ class RecordingObserver:
     details: list[tuple[str, str, str, str, bool]] = field(default_factory=list)
     transitions: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def call_finished(
-        self,
-        supplier_id: str,
-        outcome: str,
-        seconds: float,
-        *,
-        order_id: str = "",
-        op: str = "place",
-        failover: bool = False,
-    ) -> None:
-        assert seconds >= 0
-        assert outcome in OUTCOMES, outcome
-        self.calls.append((supplier_id, outcome))
-        self.details.append((supplier_id, outcome, order_id, op, failover))
+    def call_finished(self, call: SupplierCall) -> None:
+        assert call.seconds >= 0
+        assert call.outcome in OUTCOMES, call.outcome
+        self.calls.append((call.supplier_id, call.outcome))
+        self.details.append((call.supplier_id, call.outcome, call.order_id, call.op, call.failover))
 
     def breaker_transition(self, supplier_id: str, old: str, new: str) -> None:
         self.transitions.append((supplier_id, old, new))

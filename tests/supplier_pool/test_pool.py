@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -14,6 +13,7 @@ from supplier_pool.pool import (
     Delivered,
     Failed,
     Pending,
+    SupplierCall,
     SupplierPool,
     SupplierSpec,
     Unavailable,
@@ -359,9 +359,7 @@ async def test_snapshot_lists_every_supplier(sim: Sim, make_pool: MakePool) -> N
 
 async def test_a_broken_observer_never_breaks_a_delivery(sim: Sim, make_pool: MakePool) -> None:
     class Broken:
-        def call_finished(
-            self, supplier_id: str, outcome: str, seconds: float, **context: Any
-        ) -> None:
+        def call_finished(self, call: SupplierCall) -> None:
             raise RuntimeError("metrics bug")
 
         def breaker_transition(self, supplier_id: str, old: str, new: str) -> None:
