@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import create_app
+from gateway.app import SERVICES, create_app
+from gateway.claims.desk import ClaimDesk
+from gateway.redemptions.desk import RedeemDesk
 from gateway.settings import Settings, parse
+from risk.lists import RiskLists
 
 ADMIN_TOKEN = "test-admin-token"
 API_KEY = "test-key"
@@ -206,3 +209,31 @@ async def redeem_gateway(
         gw.redis = redis_client
         gw.simulator = simulator  # type: ignore[attr-defined]
         yield gw
+
+
+def claim_desk_on(gw: Gateway, clock: Callable[[], float]) -> ClaimDesk:
+    """A claim desk of the gateway's app, as another worker would have, on the test's clock."""
+    services = gw.public.server.app[SERVICES]
+    return ClaimDesk(
+        services.redis,
+        services.scripts,
+        gw.settings,
+        RiskLists(),
+        services.code_key,
+        services.claim_ids,
+        clock=clock,
+    )
+
+
+def redeem_desk_on(gw: Gateway, clock: Callable[[], float], pool: Any = None) -> RedeemDesk:
+    """A redeem desk of the gateway's app on the test's clock (and supplier pool, if given)."""
+    services = gw.public.server.app[SERVICES]
+    return RedeemDesk(
+        services.redis,
+        services.scripts,
+        gw.settings,
+        services.pool if pool is None else pool,
+        services.data_key,
+        services.claim_ids,
+        clock=clock,
+    )

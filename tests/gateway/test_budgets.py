@@ -16,12 +16,10 @@ import pytest
 from gateway.admin import periods
 from gateway.admin.campaigns import campaign_stats
 from gateway.app import SERVICES
-from gateway.claims.desk import ClaimDesk
 from gateway.errors import ApiError
 from gateway.models import Caller, ClaimRequest
 from gateway.valkey import keys
-from risk.lists import RiskLists
-from tests.gateway.conftest import Gateway, campaign_body
+from tests.gateway.conftest import Gateway, campaign_body, claim_desk_on
 
 
 class Clock:
@@ -43,17 +41,8 @@ def utc(*parts: int) -> datetime:
 
 def on_clock(gw: Gateway, at: datetime) -> Clock:
     """Put the public app's claim desk on a clock the test sets."""
-    services = gw.public.server.app[SERVICES]
     clock = Clock(at)
-    services.claims = ClaimDesk(
-        services.redis,
-        services.scripts,
-        gw.settings,
-        RiskLists(),
-        services.code_key,
-        services.claim_ids,
-        clock=clock,
-    )
+    gw.public.server.app[SERVICES].claims = claim_desk_on(gw, clock)
     return clock
 
 
@@ -294,17 +283,8 @@ async def test_concurrent_claims_never_pass_the_daily_stock_or_the_budget(
     gateway: Gateway,
 ) -> None:
     clock = on_clock(gateway, utc(2027, 7, 1, 21, 0))
-    services = gateway.public.server.app[SERVICES]
     # A second desk, as a second worker: its batches are FCALLs of their own.
-    other = ClaimDesk(
-        services.redis,
-        services.scripts,
-        gateway.settings,
-        RiskLists(),
-        services.code_key,
-        services.claim_ids,
-        clock,
-    )
+    other = claim_desk_on(gateway, clock)
     daily = await put(gateway, daily_stock=37, stock=1000, timezone="Europe/Berlin")
     costly = await put(gateway, unit_cost=3, budget=100, stock=1000)
 

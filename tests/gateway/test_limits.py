@@ -20,14 +20,19 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import SERVICES, create_app
-from gateway.claims.desk import FIELD_WINDOW_MAX_HITS, ClaimDesk
+from gateway.claims.desk import FIELD_WINDOW_MAX_HITS
 from gateway.errors import ApiError
 from gateway.models import Caller, ClaimRequest, RedeemRequest
-from gateway.redemptions.desk import RedeemDesk
 from gateway.settings import parse
 from gateway.valkey import keys
-from risk.lists import RiskLists
-from tests.gateway.conftest import API_KEY, BASE_CONFIG, OTHER_KEY, Gateway
+from tests.gateway.conftest import (
+    API_KEY,
+    BASE_CONFIG,
+    OTHER_KEY,
+    Gateway,
+    claim_desk_on,
+    redeem_desk_on,
+)
 from tests.support.served import ADMIN_TOKEN, scrape_until, serve
 from tests.support.served import API_KEY as SERVED_KEY
 
@@ -274,17 +279,8 @@ async def test_claim_burst_across_a_window_boundary_admits_at_most_the_limit(
 ) -> None:
     async with gateway_factory(limits("claim", by)) as gw:
         campaign = await gw.put_campaign(stock=100, per_user_limit=100)
-        services = services_of(gw)
         clock = FakeClock(minute_aligned())
-        desk = ClaimDesk(
-            services.redis,
-            services.scripts,
-            gw.settings,
-            RiskLists(),
-            services.code_key,
-            services.claim_ids,
-            clock=clock,
-        )
+        desk = claim_desk_on(gw, clock)
 
         async def attempt(tag: str) -> None:
             user = "one-user" if by == "user" else f"u-{tag}"
@@ -300,17 +296,8 @@ async def test_redeem_burst_across_a_window_boundary_admits_at_most_the_limit(
     gateway_factory: Any,
 ) -> None:
     async with gateway_factory(limits("redeem", "device")) as gw:
-        services = services_of(gw)
         clock = FakeClock(minute_aligned())
-        desk = RedeemDesk(
-            services.redis,
-            services.scripts,
-            gw.settings,
-            services.pool,
-            None,
-            services.claim_ids,
-            clock=clock,
-        )
+        desk = redeem_desk_on(gw, clock)
 
         async def attempt(tag: str) -> None:
             request = RedeemRequest(

@@ -13,13 +13,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import codes
-from gateway.app import SERVICES
 from gateway.errors import ApiError
 from gateway.models import Caller, RedeemRequest
-from gateway.redemptions.desk import RedeemDesk
 from gateway.valkey import keys
 from risk.lists import VERSION_KEY, list_key
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import Gateway, redeem_desk_on
 
 UNKNOWN_CODE = "GUESS0000000000000000"
 
@@ -345,17 +343,8 @@ async def test_local_lockout_memory_never_outlives_each_rules_own_retry(
         "window_s = 60", "window_s = 600"
     ) + rule("fast_device", "failed_redemptions_per_device", 2)
     async with gateway_factory(config) as gw:
-        services = gw.public.server.app[SERVICES]
         clock = FakeClock(float(int(time.time()) - 3600))
-        desk = RedeemDesk(
-            services.redis,
-            services.scripts,
-            gw.settings,
-            services.pool,
-            None,
-            services.claim_ids,
-            clock=clock,
-        )
+        desk = redeem_desk_on(gw, clock)
 
         async def attempt(ip: str) -> str:
             request = RedeemRequest(voucher_code=UNKNOWN_CODE, user_id="u", device_id="rig")
