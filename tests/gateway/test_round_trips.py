@@ -220,3 +220,29 @@ async def test_period_budgets_cost_no_extra_round_trip(gateway_factory: Any) -> 
         assert stats["today"] == {"granted": CLAIMS, "daily_stock_left": 0}
         assert stats["budget_spent"] == 5 * CLAIMS
         assert stats["rejected"] == {"limit_reached": 1, "daily_stock_exhausted": 1}
+
+
+async def test_a_delivered_redemption_is_the_guard_and_the_redeem_call_only(
+    gateway: Gateway,
+) -> None:
+    """A voucher (and a card secret) delivered at once is answered from the redeem call's
+    reply: no read of the redemption record it just wrote."""
+    campaign = await gateway.put_campaign(stock=5, per_user_limit=5)
+    codes = [await gateway.grant(campaign, device_id=f"dev-{i}") for i in range(3)]
+    functions = gateway.public.server.app[SERVICES].scripts.functions
+    bodies: list[dict[str, Any]] = []
+
+    async def redemptions() -> None:
+        for code in codes:
+            response = await gateway.redeem(code)
+            assert response.status == 200, await response.text()
+            bodies.append(await response.json())
+
+    commands = await top_level_commands(gateway, redemptions)
+    by_kind = collections.Counter(words[:2] for words in commands)
+    assert by_kind.pop(("FCALL", functions["redeem_guard"])) == 3
+    assert by_kind.pop(("FCALL", functions["redeem"])) == 3
+    assert set(by_kind) <= BACKGROUND, by_kind
+    assert [(b["voucher_code"], b["status"], b["delivery"]) for b in bodies] == [
+        (code, "delivered", {"kind": "voucher"}) for code in codes
+    ]

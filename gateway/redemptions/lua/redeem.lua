@@ -8,7 +8,8 @@
 --   [17] card pool key less its id  [18] claim id (events only)
 -- The campaign id is learned here, from the voucher: its keys are ARGV[14] and ARGV[17] with
 -- the id appended (keys.campaign / keys.card_pool of the voucher's tag and an empty id).
--- Returns {outcome, a, b} (gateway.records.Outcome): 0 delivered, a = redemption id;
+-- Returns {outcome, a, b} (gateway.records.Outcome): 0 delivered, a = kind SEP campaign id,
+--   b = the pool card it took ('' if none): all the answer needs beyond the arguments;
 --   1 replay, a = the stored record; 11 reserved (direct_recharge, link: for the suppliers),
 --   a = sku, b = comma-separated supplier ids;
 --   2 key reused; 4 not found (missing or not this user's); 12-16, 21 refused; 17 no account.
@@ -81,7 +82,7 @@ redis.call('SET', KEYS[2], ARGV[2] .. SEP .. 'R' .. SEP .. rid, 'EX', ARGV[10])
 if delivered then
   redis.call('HINCRBY', campaign_key, 'redeemed', 1)
   emit('redemption.delivered', {'redemption_id', rid, 'kind', kind})
-  return {0, rid, 0}
+  return {0, kind .. SEP .. campaign_id, card or ''}
 end
 redis.call('ZADD', KEYS[5], now + tonumber(ARGV[15]), rid)
 emit('redemption.reserved', {'redemption_id', rid, 'kind', kind})
