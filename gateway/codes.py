@@ -30,6 +30,7 @@ _PAIRS = [a + b for a in CROCKFORD for b in CROCKFORD]  # every 10-bit value as 
 # Crockford digits as the digits int(..., 32) reads: a code's first 18 characters, one number.
 _TO_BASE32 = bytes.maketrans(CROCKFORD.encode(), b"0123456789abcdefghijklmnopqrstuv")
 _LOW_BITS = (1 << 38) - 1  # a claim id block's bits below the code: zero, its check
+_SECRET_BITS = (1 << 80) - 1
 
 
 def _encode(data: bytes) -> str:
@@ -144,8 +145,8 @@ class ClaimIds:
         block = int.from_bytes(self._decrypt(sealed), "big")
         if block & _LOW_BITS:
             return None
-        value = block >> 38
-        body = "".join([_PAIRS[(value >> shift) & 1023] for shift in range(80, -1, -10)])
+        value = block >> 38  # the tag's 10 bits, then the secret's 80
+        body = _PAIRS[value >> 80] + _encode((value & _SECRET_BITS).to_bytes(10, "big"))
         return body + _check(body)
 
 
