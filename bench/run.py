@@ -518,26 +518,19 @@ def run(args: argparse.Namespace) -> Report:
     """The phases, each on processes of its own, stopped before the next one starts."""
     report = Report()
     chosen = set(args.phase or PHASES)
-    if "timed" in chosen:
-        timed_phase(args, report)
-    else:
-        print("phase 1/5: timed rounds skipped", flush=True)
-    if "memory" in chosen and args.memory_claims > 0:
-        memory_phase(args, report)
-    else:
-        print("phase 2/5: memory skipped", flush=True)
-    if "scaling" in chosen and args.only != "baseline" and not args.no_scaling:
-        scaling_phase(args, report)
-    else:
-        print("phase 3/5: worker scaling skipped", flush=True)
-    if "durability" in chosen and args.only != "baseline" and not args.no_durability:
-        durability_phase(args, report)
-    else:
-        print("phase 4/5: durability modes skipped", flush=True)
-    if "ingest" in chosen and args.only != "baseline" and not args.no_ingest:
-        ingest_phase(args, report)
-    else:
-        print("phase 5/5: ingest skipped", flush=True)
+    gateway = args.only != "baseline"
+    phases = (
+        ("timed", "timed rounds", timed_phase, True),
+        ("memory", "memory", memory_phase, args.memory_claims > 0),
+        ("scaling", "worker scaling", scaling_phase, gateway and not args.no_scaling),
+        ("durability", "durability modes", durability_phase, gateway and not args.no_durability),
+        ("ingest", "ingest", ingest_phase, gateway and not args.no_ingest),
+    )
+    for number, (name, title, phase, wanted) in enumerate(phases, 1):
+        if name in chosen and wanted:
+            phase(args, report)
+        else:
+            print(f"phase {number}/{len(phases)}: {title} skipped", flush=True)
     return report
 
 
