@@ -25,7 +25,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -37,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.schema import vouchers
 from gateway.codes import ClaimIds
 from gateway.settings import Settings
+from gateway.timefmt import rfc3339_ms
 from gateway.valkey import keys
 
 log = logging.getLogger("backend.clawback")
@@ -250,10 +250,9 @@ class ClawBacks:
         result: str,
     ) -> bool:
         """The act, as an event on the admin stream; False when Valkey did not take it."""
-        ts = datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec="milliseconds")
         event = {
             "type": "admin.claw_back",
-            "ts": ts.replace("+00:00", "Z"),
+            "ts": rfc3339_ms(now_ms),
             "actor": actor,
             "actor_ip": actor_ip,
             name: value,

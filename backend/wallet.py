@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -11,6 +10,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.schema import vouchers
+from gateway.timefmt import rfc3339_s
 
 _cursor = msgspec.json.Decoder(tuple[int, str])
 
@@ -28,10 +28,6 @@ def decode_cursor(raw: str) -> tuple[int, str]:
         return _cursor.decode(base64.urlsafe_b64decode(raw.encode()))
     except (ValueError, msgspec.DecodeError):
         raise BadCursor("cursor: not one this API gave") from None
-
-
-def rfc3339_s(ms: int) -> str:
-    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _state(row: Any, now_ms: int) -> str:

@@ -4,8 +4,8 @@
 
 The shared modules (telemetry, records, errors, ...) are importable by every room and import
 only each other, valkey and the leaf packages. The leaves (ratelimit, risk, supplier_pool,
-loadtests, chaos) import nothing of ours. The backend reads the gateway's settings, key table and
-claim ids, and the gateway never imports it. Any other arrow is a named waiver below.
+loadtests, chaos) import nothing of ours. The backend reads the gateway's settings, key table, claim
+ids and time format, and the gateway never imports it. Any other arrow is a named waiver below.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "backend": {
         "gateway.settings",
         "gateway.codes",
+        "gateway.timefmt",
         "gateway.valkey.keys",
         "gateway.valkey.connect",
     },
