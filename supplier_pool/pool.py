@@ -80,6 +80,12 @@ class SupplierCall(msgspec.Struct, frozen=True):
     op: str = "place"
     failover: bool = False
 
+    @property
+    def sent(self) -> bool:
+        """Whether the call left the gateway: a breaker's or bulkhead's refusal did not, so it
+        has no latency."""
+        return self.outcome not in NOT_SENT
+
 
 class PoolObserver(Protocol):
     """Receives one report per supplier call and per breaker transition (metrics, ledger)."""
@@ -112,6 +118,7 @@ OUTCOMES = (
     "rejected_bulkhead",
 )
 """Every outcome label `call_finished` may receive (bounded, for metrics)."""
+NOT_SENT = ("rejected_open", "rejected_bulkhead")
 
 AdapterFactory = Callable[[SupplierSpec], SupplierAdapter]
 BeforeAttempt = Callable[[str], Awaitable[None]]

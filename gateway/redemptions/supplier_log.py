@@ -31,7 +31,6 @@ from supplier_pool.pool import SupplierCall
 
 log = logging.getLogger("gateway.suppliers")
 
-REFUSALS = ("rejected_open", "rejected_bulkhead")  # no call was made: no latency
 BATCH = 512
 RETRY_S = 0.5
 
@@ -79,7 +78,7 @@ class SupplierCallLog:
             "failover",
             "1" if call.failover else "0",
         ]
-        if call.outcome not in REFUSALS:
+        if call.sent:
             fields += ["latency_ms", str(round(call.seconds * 1000))]
         if len(self._queue) >= self._max_queued:
             self._queue.popleft()

@@ -311,7 +311,7 @@ class SupplierObserver:
 
     def call_finished(self, call: SupplierCall) -> None:
         supplier_calls.labels(call.supplier_id, call.outcome).inc()
-        if call.outcome not in ("rejected_open", "rejected_bulkhead"):
+        if call.sent:
             supplier_latency.labels(call.supplier_id).observe(call.seconds)
         if call.failover:
             supplier_failovers.labels(call.supplier_id).inc()
