@@ -60,10 +60,12 @@ def pair(tmp_path: Path) -> Iterator[tuple[Node, Node]]:
         stop_nodes([primary, replica])
 
 
-async def gateway_on(url: str, durability: str, timeout_ms: int = 1000) -> AsyncIterator[Gateway]:
+async def gateway_on(
+    url: str, durability: str, timeout_ms: int = 1000, more: str = ""
+) -> AsyncIterator[Gateway]:
     extra = (
         f"[redis]\nurl = {url!r}\ntimeout_s = {TIMEOUT_S}\ndurability = {durability!r}\n"
-        f"durability_timeout_ms = {timeout_ms}\n"
+        f"durability_timeout_ms = {timeout_ms}\n{more}"
     )
     async with contextlib.aclosing(start_gateway(url, extra)) as gateways:
         async for gateway in gateways:
@@ -95,7 +97,11 @@ async def test_fsync_answers_after_waitaof_and_calls_written_together_share_one(
     aof_valkey: ValkeyServer,
 ) -> None:
     valkey = redis.Redis(port=aof_valkey.port)
-    async for gw in gateway_on(f"redis://127.0.0.1:{aof_valkey.port}/0", "fsync"):
+    # The reconciler's sweep of the campaign's pending set is a write of its own (with its
+    # wait): kept out of the counted window, which counts the admin change and the claims.
+    quiet = "[redemption]\nreconcile_interval_s = 3600\n"
+    url = f"redis://127.0.0.1:{aof_valkey.port}/0"
+    async for gw in gateway_on(url, "fsync", more=quiet):
         valkey.config_resetstat()
         await gw.put_campaign("disk", stock=100)  # an admin change waits too
         assert calls(valkey, "waitaof") == calls(valkey, "fcall") == 1
