@@ -17,13 +17,15 @@ from backend.http.state import (
     CLAIM_IDS,
     CLAW_BACKS,
     ENGINE,
+    INGEST_HELPERS,
     INGESTER,
     METRICS,
     READER,
     REDIS,
     TOKENS,
 )
-from backend.ingest import Ingester, IngestOptions
+from backend.ingest import Ingester, IngestOptions, settle_heap
+from backend.ingest_helpers import HelperConfig, IngestHelpers
 from backend.metrics import BackendMetrics
 from gateway.codes import ClaimIds
 from gateway.settings import Settings, data_key_bytes
@@ -72,7 +74,16 @@ def create_app(
     async def ingester(app: web.Application) -> AsyncIterator[None]:
         app[INGESTER] = Ingester(app[REDIS], app[ENGINE], app[METRICS], ingest or IngestOptions())
         task = asyncio.create_task(app[INGESTER].run()) if ingest is not None else None
+        helpers = None
+        if ingest is not None and settings.backend.ingest_workers > 1:
+            config = HelperConfig(redis_url, settings.redis.timeout_s, database_url, ingest)
+            helpers = IngestHelpers(settings.backend.ingest_workers - 1, config, app[METRICS])
+            helpers.start()
+        app[INGEST_HELPERS] = helpers
+        settle_heap()
         yield
+        if helpers is not None:
+            await helpers.stop()
         if task is not None:
             app[INGESTER].stop()
             # wait_for cancels it if a commit hangs past the deadline.

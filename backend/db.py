@@ -3,6 +3,11 @@ migrated to the newest schema on start."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +66,30 @@ def create_engine(url: str, writer: bool = True) -> AsyncEngine:
             event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
+
+
+@contextlib.asynccontextmanager
+async def write_turn(engine: AsyncEngine) -> AsyncIterator[None]:
+    """This process's turn to write a SQLite ledger (a no-op on PostgreSQL).
+
+    Ingesters in several processes queue on an flock of a file beside the database: the one
+    waiting is woken the moment the writer before it is done. Left to SQLite alone they would
+    queue in its busy handler, which sleeps and polls (up to 100 ms a sleep) and leaves the
+    database idle between commits.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    fd = os.open(f"{database}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def _upgrade(connection: Connection) -> None:

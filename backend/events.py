@@ -113,6 +113,19 @@ def _text(value: Any) -> str:
 
 
 def _ts_ms(ts: str) -> int:
+    # Events written in one millisecond share their ts: a batch parses each once.
+    if ts in _ts_seen:
+        return _ts_seen[ts]
+    if len(_ts_seen) >= 4096:
+        _ts_seen.clear()
+    _ts_seen[ts] = _parse_ts(ts)
+    return _ts_seen[ts]
+
+
+_ts_seen: dict[str, int] = {}
+
+
+def _parse_ts(ts: str) -> int:
     try:
         moment = datetime.fromisoformat(ts)
     except ValueError:

@@ -1,8 +1,9 @@
 """Writing one batch of stream entries into the ledger, in one transaction, exactly once.
 
-Each entry first inserts its (stream, entry id) into `ingested`; only the entries whose insert
-took effect (ON CONFLICT DO NOTHING ... RETURNING) are projected. A redelivered entry, or one
-another ingester committed first, is a no-op, and the caller acks it all the same.
+An entry's (stream, entry id) keys its row in `events` (or in `dead_letters`): the transaction
+first looks up which of the batch's entries are there, and writes and projects only the
+others. A redelivered entry, or one another ingester committed first, is a no-op, and the
+caller acks it all the same.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+from asyncpg.exceptions import UniqueViolationError
 from sqlalchemy import case, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from backend import db
 from backend import events as ev
 from backend.projections import EVENT_COLUMNS, Projection, Projector
 from backend.schema import (
@@ -23,7 +27,6 @@ from backend.schema import (
     campaigns,
     counters,
     dead_letters,
-    ingested,
     minute_counts,
     supplier_calls,
     vouchers,
@@ -48,36 +51,36 @@ def _insert(connection: AsyncConnection, table: Any) -> Any:
     return sqlite.insert(table)
 
 
-# One statement for the whole batch, whatever its size; stream entry ids (`ms-seq`) never
-# hold a comma.
-_PG_GUARD = (
-    f"WITH new AS (INSERT INTO {ingested.name} (stream, entry_id)"
-    " SELECT $1::varchar, unnest(string_to_array($2::text, ','))"
-    " ON CONFLICT DO NOTHING RETURNING entry_id)"
-    " SELECT string_agg(entry_id, ',') FROM new"
+# An entry is in the ledger once: as an event (well-formed) or as a dead letter (malformed),
+# each keyed by (stream, entry_id). What the batch's transaction finds there was committed
+# before (a redelivery, or another ingester's commit) and is skipped.
+_PG_SEEN = " UNION ALL ".join(
+    f"SELECT t.entry_id FROM unnest($2::varchar[]) AS i(entry_id)"
+    f" JOIN {table.name} t ON t.stream = $1 AND t.entry_id = i.entry_id"
+    for table in (events_table, dead_letters)
 )
-_SQLITE_SEEN = (
-    f"SELECT entry_id FROM {ingested.name}"
-    " WHERE stream = ? AND entry_id IN (SELECT value FROM json_each(?))"
-)
-_SQLITE_GUARD = (
-    f"INSERT INTO {ingested.name} (stream, entry_id) SELECT ?, value FROM json_each(?)"
-    " WHERE true ON CONFLICT DO NOTHING"  # WHERE: how SQLite parses an upsert's SELECT
+_SQLITE_SEEN = " UNION ALL ".join(
+    f"SELECT entry_id FROM {table.name}"
+    " WHERE stream = ?1 AND entry_id IN (SELECT value FROM json_each(?2))"
+    for table in (events_table, dead_letters)
 )
 
 
-async def _claim_guard(connection: AsyncConnection, stream: str, ids: list[str]) -> set[str]:
-    """Insert every entry's guard row; return the ids whose insert took effect."""
+async def _seen(connection: AsyncConnection, stream: str, ids: list[str]) -> set[str]:
+    """The batch's ids already in the ledger.
+
+    SQLite: the transaction holds the database's write lock (BEGIN IMMEDIATE), so nothing can
+    commit them after this look. PostgreSQL: another ingester's transaction may insert some
+    of them after it; the first to commit wins and the other's insert fails on the primary
+    key, which `write_batch` answers by looking again.
+    """
     if connection.dialect.name == "postgresql":
-        result = await connection.exec_driver_sql(_PG_GUARD, (stream, ",".join(ids)))
-        new = result.scalar()
-        return set(new.split(",")) if new else set()
-    # SQLite: the batch's transaction holds the database's write lock (BEGIN IMMEDIATE), so
-    # the rows there now are exactly the ones the insert conflicts with.
-    batch = (stream, _json.encode(ids).decode())
-    seen = set((await connection.exec_driver_sql(_SQLITE_SEEN, batch)).scalars())
-    await connection.exec_driver_sql(_SQLITE_GUARD, batch)
-    return set(ids) - seen if seen else set(ids)
+        result = await connection.exec_driver_sql(_PG_SEEN, (stream, ids))
+    else:
+        result = await connection.exec_driver_sql(
+            _SQLITE_SEEN, (stream, _json.encode(ids).decode())
+        )
+    return set(result.scalars())
 
 
 async def _insert_events(connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
@@ -94,14 +97,18 @@ async def _insert_events(connection: AsyncConnection, rows: list[tuple[Any, ...]
     await connection.exec_driver_sql(sql, rows)
 
 
-async def _known_ttls(connection: AsyncConnection, decoded: list[ev.Event]) -> dict[str, Any]:
-    wanted = {e.fields["campaign_id"] for e in decoded if e.type == "claim.granted"}
-    if not wanted:
-        return {}
+async def _fill_expiries(connection: AsyncConnection, grants: list[dict[str, Any]]) -> None:
+    """Grants of campaigns the batch did not configure: expiry from the ledger's lifetime."""
+    if not grants:
+        return
+    wanted = {row["campaign_id"] for row in grants}
     query = select(campaigns.c.campaign_id, campaigns.c.voucher_ttl_s).where(
         campaigns.c.campaign_id.in_(wanted)
     )
-    return {row.campaign_id: row.voucher_ttl_s for row in await connection.execute(query)}
+    ttl_s = {row.campaign_id: row.voucher_ttl_s for row in await connection.execute(query)}
+    for row in grants:
+        ttl = ttl_s.get(row["campaign_id"])
+        row["expires_ms"] = None if ttl is None else row["granted_ms"] + ttl * 1000
 
 
 _compiled: dict[tuple[str, str, tuple[str, ...]], tuple[str, Any]] = {}
@@ -205,17 +212,26 @@ async def _write(connection: AsyncConnection, out: Projection, dead: list[dict[s
         await connection.execute(breaker_openings.insert(), out.breaker_openings)
 
 
-class Decoded(msgspec.Struct):
-    """A batch decoded before its transaction: events and dead letters, in stream order."""
+class Prepared(msgspec.Struct):
+    """A batch decoded and projected before its transaction, as if every entry were new."""
 
     stream: str
     ids: list[str]
     events: list[ev.Event]
     dead: list[dict[str, Any]]
+    projection: Projection
 
 
-def decode_batch(stream: str, entries: Sequence[Entry]) -> Decoded:
-    """Decode every entry (pure: no database); which are new is known only in the commit."""
+def project(events: Sequence[ev.Event]) -> Projection:
+    projector = Projector()
+    for event in events:
+        projector.add(event)
+    return projector.out
+
+
+def prepare(stream: str, entries: Sequence[Entry]) -> Prepared:
+    """Decode and project every entry (pure: no database); which are new is known only in
+    the commit, and the projection is made again there only if some were not."""
     decoded, dead = [], []
     for entry_id, raw in entries:
         try:
@@ -229,23 +245,39 @@ def decode_batch(stream: str, entries: Sequence[Entry]) -> Decoded:
                     "raw": ev.raw_text(raw),
                 }
             )
-    return Decoded(stream, [entry_id for entry_id, _ in entries], decoded, dead)
+    ids = [entry_id for entry_id, _ in entries]
+    return Prepared(stream, ids, decoded, dead, project(decoded))
+
+
+# A PostgreSQL commit that lost a race for some entries (see `_seen`) is made again this many
+# times; each retry finds more of the batch already there.
+_RACE_RETRIES = 3
 
 
 async def write_batch(
-    engine: AsyncEngine, stream: str, entries: Sequence[Entry] | Decoded
+    engine: AsyncEngine, stream: str, entries: Sequence[Entry] | Prepared
 ) -> BatchResult:
     """Commit the entries' events and projections once; raises when the database fails."""
-    batch = entries if isinstance(entries, Decoded) else decode_batch(stream, entries)
+    batch = entries if isinstance(entries, Prepared) else prepare(stream, entries)
+    for attempt in range(_RACE_RETRIES + 1):
+        try:
+            async with db.write_turn(engine):
+                return await _commit(engine, batch)
+        except (IntegrityError, UniqueViolationError):
+            if attempt == _RACE_RETRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _commit(engine: AsyncEngine, batch: Prepared) -> BatchResult:
     async with engine.begin() as connection:
-        new_ids = await _claim_guard(connection, stream, batch.ids)
-        decoded, dead = batch.events, batch.dead
-        if len(new_ids) < len(batch.ids):  # some were committed before: only the rest count
-            decoded = [e for e in decoded if e.entry_id in new_ids]
-            dead = [d for d in dead if d["entry_id"] in new_ids]
-        projector = Projector(await _known_ttls(connection, decoded))
-        for event in decoded:
-            projector.add(event)
-        await _write(connection, projector.out, dead)
+        seen = await _seen(connection, batch.stream, batch.ids)
+        decoded, dead, out = batch.events, batch.dead, batch.projection
+        if seen:  # some were committed before: only the rest count
+            decoded = [e for e in decoded if e.entry_id not in seen]
+            dead = [d for d in dead if d["entry_id"] not in seen]
+            out = project(decoded)
+        await _fill_expiries(connection, out.expiry_unknown)
+        await _write(connection, out, dead)
     newest = max((e.ts_ms for e in decoded), default=None)
-    return BatchResult(len(decoded), len(dead), len(batch.ids) - len(new_ids), newest)
+    return BatchResult(len(decoded), len(dead), len(seen), newest)

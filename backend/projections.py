@@ -1,7 +1,9 @@
 """What a batch of new events changes in the ledger's projections, computed in memory.
 
-Pure: given the events (in stream order) and the voucher lifetimes known so far, it returns
-the rows and counter deltas that backend/ledger.py writes in the batch's transaction.
+Pure: given the events (in stream order), it returns the rows and counter deltas that
+backend/ledger.py writes in the batch's transaction. It runs before that transaction, while the
+previous batch commits, so it reads nothing from the database: a grant's expiry is left to the
+transaction (the campaign's voucher lifetime as committed) unless this batch configured it.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class Projection:
     transitions: list[dict[str, Any]] = field(default_factory=list)
     supplier_calls: list[dict[str, Any]] = field(default_factory=list)
     breaker_openings: list[dict[str, Any]] = field(default_factory=list)
+    # Grants (rows of `grants`) of campaigns this batch did not configure: their expiry needs
+    # the campaign's lifetime from the ledger.
+    expiry_unknown: list[dict[str, Any]] = field(default_factory=list)
 
 
 # The raw ledger's columns (schema.events) in the order `event_row` gives them.
@@ -70,7 +75,9 @@ def event_row(event: Event) -> tuple[Any, ...]:
     columns = tuple(map(f.get, COLUMNS))
     if "" in columns:  # an empty field is no value
         columns = tuple(value or None for value in columns)
-    rest = {k: v for k, v in f.items() if k not in _NOT_PAYLOAD}
+    rest = (
+        {} if _NOT_PAYLOAD.issuperset(f) else {k: v for k, v in f.items() if k not in _NOT_PAYLOAD}
+    )
     return (
         event.stream,
         event.entry_id,
@@ -84,10 +91,11 @@ def event_row(event: Event) -> tuple[Any, ...]:
 
 
 class Projector:
-    """Folds events into a Projection; `ttl_s` maps campaign id to its voucher lifetime."""
+    """Folds events into a Projection."""
 
-    def __init__(self, ttl_s: dict[str, int | None]) -> None:
-        self.ttl_s = ttl_s
+    def __init__(self) -> None:
+        # Voucher lifetimes set by this batch's campaign events, as of the event being folded.
+        self.ttl_s: dict[str, int | None] = {}
         self.out = Projection()
 
     def add(self, event: Event) -> None:
@@ -117,23 +125,26 @@ def _granted(p: Projector, e: Event) -> None:
         e.fields["voucher_code"],
         e.fields["user_id"],
     )
-    ttl = p.ttl_s.get(campaign_id)
-    p.out.grants.append(
-        {
-            "vkey": vkey(e),
-            "claim_id": e.fields["claim_id"],
-            "campaign_id": campaign_id,
-            "user_id": user_id,
-            "voucher_masked": masked,
-            "client_id": e.get("client_id"),
-            "device_id": e.get("device_id"),
-            "ip": e.get("ip"),
-            "granted_ms": e.ts_ms,
-            "expires_ms": None if ttl is None else e.ts_ms + ttl * 1000,
-            "state": "issued",
-            "state_order": e.order,
-        }
-    )
+    row: dict[str, Any] = {
+        "vkey": vkey(e),
+        "claim_id": e.fields["claim_id"],
+        "campaign_id": campaign_id,
+        "user_id": user_id,
+        "voucher_masked": masked,
+        "client_id": e.get("client_id"),
+        "device_id": e.get("device_id"),
+        "ip": e.get("ip"),
+        "granted_ms": e.ts_ms,
+        "expires_ms": None,
+        "state": "issued",
+        "state_order": e.order,
+    }
+    if campaign_id in p.ttl_s:
+        ttl = p.ttl_s[campaign_id]
+        row["expires_ms"] = None if ttl is None else e.ts_ms + ttl * 1000
+    else:
+        p.out.expiry_unknown.append(row)
+    p.out.grants.append(row)
 
 
 def _rejected(p: Projector, e: Event) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.schema import (
+    GRANTED,
     breaker_openings,
     campaigns,
     counters,
@@ -112,7 +113,7 @@ async def _sell_out(
         return None
     query = (
         select(events.c.ts, events.c.ts_ms)
-        .where(events.c.type == "claim.granted", events.c.campaign_id == campaign_id)
+        .where(GRANTED, events.c.campaign_id == campaign_id)
         .order_by(events.c.ts_ms, events.c.entry_id)
         .offset(stock - 1)
         .limit(1)
@@ -123,9 +124,7 @@ async def _sell_out(
     first_ms = starts_ms
     if first_ms is None:
         first_ms = await connection.scalar(
-            select(func.min(events.c.ts_ms)).where(
-                events.c.type == "claim.granted", events.c.campaign_id == campaign_id
-            )
+            select(func.min(events.c.ts_ms)).where(GRANTED, events.c.campaign_id == campaign_id)
         )
     return {
         "sold_out_at": last.ts,

@@ -5,20 +5,24 @@ The migrations in backend/migrations create exactly these; queries use them.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    literal_column,
+)
 
 metadata = MetaData()
 
-# The exactly-once guard: an entry's projections apply only in the transaction that inserts
-# its (stream, entry id) here.
-ingested = Table(
-    "ingested",
-    metadata,
-    Column("stream", String(64), primary_key=True),
-    Column("entry_id", String(48), primary_key=True),
-)
-
 # The raw ledger: every well-formed event, its common fields as columns, the rest as JSON.
+# Its key (stream, entry_id), with dead_letters', is the exactly-once guard (backend/ledger.py).
 events = Table(
     "events",
     metadata,
@@ -40,12 +44,28 @@ events = Table(
     Column("actor_ip", String(64)),
     Column("payload", Text, nullable=False),
 )
+# What a grant's row matches in a query: a literal, so that the partial index below is used
+# (neither database proves a partial index's predicate from a bound parameter).
+GRANTED = events.c.type == literal_column("'claim.granted'")
+
+
+def _partial(name: str, where: Any, *columns: Any) -> Index:
+    """An index of the rows `where` holds for only: most events (claims refused, with no actor,
+    claim id or voucher) cost no entry in it."""
+    return Index(name, *columns, sqlite_where=where, postgresql_where=where)
+
+
 Index("events_campaign_ts", events.c.campaign_id, events.c.ts_ms)
 Index("events_user_ts", events.c.user_id, events.c.ts_ms)
-Index("events_actor_ts", events.c.actor, events.c.ts_ms)
-Index("events_claim", events.c.claim_id)
-Index("events_voucher", events.c.campaign_id, events.c.voucher_masked)
-Index("events_type_campaign_ts", events.c.type, events.c.campaign_id, events.c.ts_ms)
+_partial("events_actor_ts", events.c.actor.is_not(None), events.c.actor, events.c.ts_ms)
+_partial("events_claim", events.c.claim_id.is_not(None), events.c.claim_id)
+_partial(
+    "events_voucher",
+    events.c.voucher_masked.is_not(None),
+    events.c.campaign_id,
+    events.c.voucher_masked,
+)
+_partial("events_granted", GRANTED, events.c.campaign_id, events.c.ts_ms)
 
 # One row per voucher, keyed by campaign + masked code + owner (`vkey`): every event of a
 # voucher carries those three, while only its grant carries the claim id (the code, encrypted).

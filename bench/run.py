@@ -377,7 +377,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-ingest", action="store_true", help="skip the ingest phase (events/s committed)"
     )
     parser.add_argument(
-        "--ingest-events", type=int, default=100_000, help="events the ingest phase commits"
+        "--ingest-events", type=int, default=ingest.EVENTS, help="events the ingest phase commits"
     )
     parser.add_argument(
         "--phase",

@@ -89,6 +89,8 @@ class Backend(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     database_url: str = "sqlite:///ledger.db"
     # The gateway's admin API, which claw-back calls; empty: server.host and server.admin_port.
     gateway_url: str = ""
+    # Processes that ingest the event streams, the backend's own included (docs/backend.md).
+    ingest_workers: int = 1
 
 
 class Security(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -143,6 +145,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_INGEST_WORKERS = 16
 
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
@@ -336,6 +339,10 @@ def _validate_backend(backend: Backend) -> None:
         )
     if backend.gateway_url and not backend.gateway_url.startswith(("http://", "https://")):
         raise ConfigError("backend.gateway_url: must be an http(s) URL")
+    if not 1 <= backend.ingest_workers <= MAX_INGEST_WORKERS:
+        raise ConfigError(
+            f"backend.ingest_workers: must be 1..{MAX_INGEST_WORKERS}, got {backend.ingest_workers}"
+        )
 
 
 def _validate_server(server: Server) -> None:

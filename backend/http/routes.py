@@ -13,7 +13,16 @@ from backend.audit import FILTERS, audit
 from backend.clawback import Unavailable, request_decoder
 from backend.http.envelope import ApiError, error_response, invalid, json_response
 from backend.http.render import respond
-from backend.http.state import CLAIM_IDS, CLAW_BACKS, INGESTER, METRICS, READER, REDIS, TOKENS
+from backend.http.state import (
+    CLAIM_IDS,
+    CLAW_BACKS,
+    INGEST_HELPERS,
+    INGESTER,
+    METRICS,
+    READER,
+    REDIS,
+    TOKENS,
+)
 from backend.reports import campaign_report, overview, suppliers_report
 from backend.wallet import BadCursor, wallet
 from gateway.codes import normalise_code
@@ -138,8 +147,15 @@ async def user_vouchers(request: web.Request) -> web.Response:
 
 async def ingest_status(request: web.Request) -> web.Response:
     request.app[TOKENS].operator(request)
-    ingester = request.app[INGESTER]
-    return json_response({"database_ok": ingester.database_ok, "streams": sorted(ingester.streams)})
+    ingester, helpers = request.app[INGESTER], request.app[INGEST_HELPERS]
+    return json_response(
+        {
+            "database_ok": ingester.database_ok,
+            "streams": sorted(ingester.streams),
+            # Ingesting processes up now, the backend's own included (backend.ingest_workers).
+            "workers": 1 + (helpers.running() if helpers is not None else 0),
+        }
+    )
 
 
 def add_routes(app: web.Application) -> None:
