@@ -50,7 +50,9 @@ def default_consumer() -> str:
 class IngestOptions(msgspec.Struct, frozen=True):
     group: str = "ledger"
     consumer: str = ""  # empty: host, pid and a random suffix
-    batch: int = 1000
+    # Entries per read and per transaction: a batch's fixed costs (the round trips, the
+    # commit, the write turn passing between ingesters) are spread over this many.
+    batch: int = 5000
     # Batches one stream commits in a row before the next stream's turn.
     drain_batches: int = 8
     # A consumer's entry pending this long is taken over (its consumer is presumed dead).
@@ -161,7 +163,7 @@ class Ingester:
             if fresh and more and not self._stopping.is_set():
                 ahead = asyncio.ensure_future(self._read_ahead(stream))
             try:
-                result = await write_batch(self.engine, stream, batch)
+                result = await write_batch(self.engine, stream, batch, delivered_new=fresh)
             except BaseException:
                 if ahead is not None:  # its entries, if read, are pending with us
                     with contextlib.suppress(Exception):

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 from asyncpg.exceptions import UniqueViolationError
-from sqlalchemy import case, select
+from sqlalchemy import BigInteger, case, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -163,16 +163,49 @@ async def _upsert_campaigns(connection: AsyncConnection, rows: list[dict[str, An
     await _many(connection, "campaigns", build, rows)
 
 
+# What a grant sets on a voucher row that exists (another ingester committed a later event of
+# it first): the grant's own fields, and its state only if it is the later event.
+_GRANT_FIELDS = ("claim_id", "client_id", "device_id", "ip", "granted_ms", "expires_ms")
+_GRANT_COLUMNS = [c.name for c in vouchers.columns]
+
+
+def _pg_grants() -> str:
+    """One statement for every grant of a batch: arrays in, `unnest` to rows (PostgreSQL
+    runs an executemany row by row, each with its own round of planning and locking)."""
+    arrays = ", ".join(
+        f"${n}::{'int8' if isinstance(c.type, BigInteger) else 'text'}[]"
+        for n, c in enumerate(vouchers.columns, 1)
+    )
+    updated = [f"{name} = excluded.{name}" for name in _GRANT_FIELDS] + [
+        "state = CASE WHEN v.state_order < excluded.state_order"
+        " THEN excluded.state ELSE v.state END",
+        "state_order = GREATEST(v.state_order, excluded.state_order)",
+    ]
+    return (
+        f"INSERT INTO {vouchers.name} AS v ({', '.join(_GRANT_COLUMNS)})"
+        f" SELECT * FROM unnest({arrays})"
+        f" ON CONFLICT (vkey) DO UPDATE SET {', '.join(updated)}"
+    )
+
+
+_PG_GRANTS = _pg_grants()
+
+
 async def _upsert_grants(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     if not rows:
+        return
+    if connection.dialect.name == "postgresql":
+        # One row per voucher (an upsert may not touch a row twice): the batch's last grant.
+        last = list({row["vkey"]: row for row in rows}.values())
+        columns = tuple([row[name] for row in last] for name in _GRANT_COLUMNS)
+        await connection.exec_driver_sql(_PG_GRANTS, columns)
         return
 
     def build() -> Any:
         statement = _insert(connection, vouchers)
         x = statement.excluded
         later = vouchers.c.state_order < x.state_order
-        grant_fields = ("claim_id", "client_id", "device_id", "ip", "granted_ms", "expires_ms")
-        updated: dict[str, Any] = {name: x[name] for name in grant_fields}
+        updated: dict[str, Any] = {name: x[name] for name in _GRANT_FIELDS}
         # A transition committed first (another ingester's) keeps its state when it is later.
         updated["state"] = case((later, x.state), else_=vouchers.c.state)
         updated["state_order"] = case((later, x.state_order), else_=vouchers.c.state_order)
@@ -249,29 +282,39 @@ def prepare(stream: str, entries: Sequence[Entry]) -> Prepared:
     return Prepared(stream, ids, decoded, dead, project(decoded))
 
 
-# A PostgreSQL commit that lost a race for some entries (see `_seen`) is made again this many
-# times; each retry finds more of the batch already there.
-_RACE_RETRIES = 3
+# A commit that found some of its entries already there (written without looking, or a
+# PostgreSQL race lost, see `_seen`) is made again this many times, looking first; each retry
+# finds more of the batch there.
+_RETRIES = 3
 
 
 async def write_batch(
-    engine: AsyncEngine, stream: str, entries: Sequence[Entry] | Prepared
+    engine: AsyncEngine,
+    stream: str,
+    entries: Sequence[Entry] | Prepared,
+    delivered_new: bool = False,
 ) -> BatchResult:
-    """Commit the entries' events and projections once; raises when the database fails."""
+    """Commit the entries' events and projections once; raises when the database fails.
+
+    `delivered_new`: the entries came to the consumer group for the first time (XREADGROUP
+    `>`), so none can be in the ledger unless the group was moved back: the write skips the
+    look-up, and the keys of `events` and `dead_letters` refuse any entry that is there after
+    all, which undoes the transaction and makes it again, looking first.
+    """
     batch = entries if isinstance(entries, Prepared) else prepare(stream, entries)
-    for attempt in range(_RACE_RETRIES + 1):
+    for attempt in range(_RETRIES + 1):
         try:
             async with db.write_turn(engine):
-                return await _commit(engine, batch)
+                return await _commit(engine, batch, look=attempt > 0 or not delivered_new)
         except (IntegrityError, UniqueViolationError):
-            if attempt == _RACE_RETRIES:
+            if attempt == _RETRIES:
                 raise
     raise AssertionError("unreachable")
 
 
-async def _commit(engine: AsyncEngine, batch: Prepared) -> BatchResult:
+async def _commit(engine: AsyncEngine, batch: Prepared, look: bool) -> BatchResult:
     async with engine.begin() as connection:
-        seen = await _seen(connection, batch.stream, batch.ids)
+        seen = await _seen(connection, batch.stream, batch.ids) if look else set()
         decoded, dead, out = batch.events, batch.dead, batch.projection
         if seen:  # some were committed before: only the rest count
             decoded = [e for e in decoded if e.entry_id not in seen]

