@@ -1,9 +1,10 @@
 """Writing one batch of stream entries into the ledger, in one transaction, exactly once.
 
 An entry's (stream, entry id) keys its row in `events` (or in `dead_letters`): the transaction
-first looks up which of the batch's entries are there, and writes and projects only the
-others. A redelivered entry, or one another ingester committed first, is a no-op, and the
-caller acks it all the same.
+looks up which of the batch's entries are there, and writes and projects only the others. A
+redelivered entry, or one another ingester committed first, is a no-op, and the caller acks
+it all the same. Entries delivered to the group for the first time are written without the
+look-up; the keys refuse one that is there after all, and the batch is made again, looking.
 """
 
 from __future__ import annotations
