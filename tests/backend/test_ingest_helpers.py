@@ -59,7 +59,13 @@ async def _ingesting(
 ) -> AsyncIterator[tuple[Ingester, IngestHelpers]]:
     """The backend's ingest as `ingest_workers = helpers + 1` runs it, on streams registered
     once every helper is up."""
-    defaults: dict[str, Any] = {"discover_every_s": 0.0, "batch": 100, "idle_sleep_s": 0.02}
+    # Small batches, one stream's batch at a time: every process gets its share of the work.
+    defaults: dict[str, Any] = {
+        "discover_every_s": 0.0,
+        "batch": 100,
+        "drain_batches": 1,
+        "idle_sleep_s": 0.02,
+    }
     ingest = IngestOptions(**(defaults | options))
     engine = db.create_engine(url)
     metrics = BackendMetrics()
@@ -104,7 +110,9 @@ async def test_a_killed_helper_is_started_again_and_what_it_held_is_taken_over(
 ) -> None:
     url = db.async_url(database_url, tmp_path)
     await _produce(redis_client, 0, 3000)
-    async with _ingesting(redis_client, valkey_url, url, helpers=1, claim_idle_ms=1000) as (
+    async with _ingesting(
+        redis_client, valkey_url, url, helpers=1, claim_idle_ms=1000, batch=50
+    ) as (
         _own,
         pool,
     ):
