@@ -57,7 +57,6 @@ class IngestHelpers:
         metrics: BackendMetrics,
         on_report: Callable[[], None] | None = None,
     ) -> None:
-        self.count = count
         self.config = config
         self.metrics = metrics
         self.on_report = on_report  # told after each helper's report is counted
@@ -70,7 +69,7 @@ class IngestHelpers:
         self._stopping = False
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._keep(slot)) for slot in range(self.count)]
+        self._tasks = [asyncio.create_task(self._keep(slot)) for slot in range(len(self.processes))]
 
     async def ready(self, timeout_s: float = 30.0) -> None:
         """Until every helper has connected and is ingesting."""

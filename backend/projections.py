@@ -48,6 +48,11 @@ def _int(value: str | None) -> int | None:
     return int(value) if value else None
 
 
+def _flag(e: Event, name: str) -> bool:
+    """A yes/no field as the scripts (`1`) and the supplier log (`true`) write it."""
+    return e.get(name) in ("1", "true")
+
+
 @dataclass
 class Projection:
     event_rows: list[tuple[Any, ...]] = field(default_factory=list)  # in EVENT_COLUMNS order
@@ -186,7 +191,7 @@ def _voucher_life(p: Projector, e: Event) -> None:
         p.by_client(e, "redeemed")
     elif e.type == "voucher.revoked":
         p.count(e, "revoked")
-        if e.get("returned") in ("1", "true"):
+        if _flag(e, "returned"):
             p.count(e, "returned")
     campaign_id, masked, user_id = (
         e.fields["campaign_id"],
@@ -216,7 +221,7 @@ def _supplier_call(p: Projector, e: Event) -> None:
             "day": utc_day(e.ts_ms),
             "outcome": e.fields["outcome"],
             "latency_ms": _int(e.get("latency_ms")),
-            "failover": 1 if e.get("failover") in ("1", "true") else 0,
+            "failover": int(_flag(e, "failover")),
             "op": e.get("op"),
             "redemption_id": e.get("redemption_id"),
         }

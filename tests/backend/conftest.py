@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import db
+from backend.app import create_app
 from backend.ingest import Ingester, IngestOptions
 from backend.metrics import BackendMetrics
+from gateway.settings import Settings
 from tests.backend.postgres import PostgresServer
 from tests.gateway.conftest import Gateway, start_gateway
 
@@ -63,6 +66,21 @@ async def engine(database_url: str, tmp_path: Path) -> AsyncIterator[AsyncEngine
         await built.dispose()
 
 
+@asynccontextmanager
+async def backend_client(
+    settings: Settings, valkey_url: str, database_url: str, tmp_path: Path
+) -> AsyncIterator[TestClient[Any, Any]]:
+    """The backend app on the test's ledger, served on a loopback port, without its ingest
+    task (tests catch up themselves)."""
+    url = db.async_url(database_url, tmp_path)
+    client = TestClient(TestServer(create_app(settings, valkey_url, url, ingest=None)))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
 def ingester(redis: Any, engine: AsyncEngine, **options: Any) -> Ingester:
     """An ingester with test-friendly timings (discovery every pass, fast takeover)."""
     defaults: dict[str, Any] = {"discover_every_s": 0.0, "claim_idle_ms": 30_000}
@@ -75,12 +93,3 @@ async def gateway(valkey_url: str, redis_client: Any) -> AsyncIterator[Gateway]:
     async for gw in start_gateway(valkey_url):
         gw.redis = redis_client
         yield gw
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
-    """Poll `check` until it holds (fails the test with TimeoutError after timeout_s)."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.1)

@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from backend.app import create_app
-from backend.db import async_url
 from backend.http.state import INGESTER
 from gateway.codes import mask_code
 from gateway.settings import parse
 from gateway.valkey import keys
+from tests.backend.conftest import backend_client
 from tests.gateway.conftest import ADMIN_TOKEN, API_KEY, BASE_CONFIG, OTHER_KEY, Gateway
 
 VIEWER = "viewer-token"
@@ -33,13 +32,8 @@ async def api(
         BASE_CONFIG + f'[[admin.users]]\nname = "vera"\ntoken = "{VIEWER}"\nrole = "viewer"\n',
         env={},
     )
-    app = create_app(settings, valkey_url, async_url(database_url, tmp_path), ingest=None)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
+    async with backend_client(settings, valkey_url, database_url, tmp_path) as client:
         yield client
-    finally:
-        await client.close()
 
 
 async def _sync(api: TestClient[Any, Any]) -> None:

@@ -12,17 +12,16 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from backend.app import create_app as backend_app
 from backend.clawback import gateway_admin_url
-from backend.db import async_url
 from backend.http.state import INGESTER
 from gateway.app import create_app as gateway_app
 from gateway.codes import mask_code
 from gateway.settings import ConfigError, parse
 from gateway.valkey import keys
-from tests.backend.conftest import eventually
+from tests.backend.conftest import backend_client
 from tests.gateway.conftest import ADMIN_TOKEN, API_KEY, Gateway
 from tests.support.served import free_port
+from tests.support.waiting import eventually
 
 TOKENS = {"ada": "ada-token", "otto": "otto-token", "vera": "vera-token"}
 CONFIG = f"""
@@ -80,13 +79,8 @@ def backend_on(valkey_url: str, database_url: str, tmp_path: Path) -> BackendFac
     @asynccontextmanager
     async def start(gateway_url: str) -> AsyncIterator[Client]:
         settings = parse(CONFIG + f'[backend]\ngateway_url = "{gateway_url}"\n', env={})
-        app = backend_app(settings, valkey_url, async_url(database_url, tmp_path), ingest=None)
-        client = TestClient(TestServer(app))
-        await client.start_server()
-        try:
+        async with backend_client(settings, valkey_url, database_url, tmp_path) as client:
             yield client
-        finally:
-            await client.close()
 
     return start
 
@@ -348,7 +342,7 @@ async def test_what_the_ledger_has_not_seen_yet_is_counted_as_the_gateway_answer
     await caught_up(api)
     # Redeemed after the ledger looked: the gateway's 409 voucher_redeemed says so.
     assert (await gw.redeem(used, user_id="eve", device_id="e1")).status == 200
-    await eventually(lambda: expired_by_now(api, lapsed))
+    await eventually(lambda: expired_by_now(api, lapsed), within_s=30, step=0.1)
 
     answer = await claw_back(api, {"user_id": "eve"})
     assert answer == counts(matched=3, revoked=1, returned=1, redeemed=1, expired=1)

@@ -12,8 +12,9 @@ from backend import db
 from backend.reports import campaign_report
 from backend.schema import events
 from gateway.valkey import keys
-from tests.backend.conftest import eventually, ingester
+from tests.backend.conftest import ingester
 from tests.gateway.conftest import Gateway
+from tests.support.waiting import eventually
 
 
 async def _event_count(engine: AsyncEngine) -> int:
@@ -45,7 +46,7 @@ async def test_two_backends_in_one_group_never_double_count(
         for start in range(0, 1200, 200):
             users = [f"u{i % 400}" for i in range(start, start + 200)]
             await asyncio.gather(*[gateway.claim(campaign_id, user_id=u) for u in users])
-        await eventually(lambda: _all_in(engine, gateway.redis), timeout_s=60)
+        await eventually(lambda: _all_in(engine, gateway.redis), within_s=60, step=0.1)
     finally:
         a.stop()
         b.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -24,8 +23,9 @@ from backend.metrics import BackendMetrics
 from backend.schema import counters, events
 from gateway.settings import ConfigError, parse
 from gateway.valkey import keys
-from tests.backend.conftest import eventually
-from tests.backend.test_process import _free_port, _wait_ready
+from tests.backend.test_process import _wait_ready
+from tests.support.served import free_port
+from tests.support.waiting import child_pids, eventually, exited
 
 STREAMS = [keys.events(tag) for tag in ("H1", "H2", "H3")]
 
@@ -96,7 +96,7 @@ async def test_helpers_commit_every_entry_once_and_the_backend_counts_what_they_
     await _produce(redis_client, 0, 6000)
     async with _ingesting(redis_client, valkey_url, url, helpers=2) as (own, pool):
         ingested = own.metrics.events_ingested
-        await eventually(lambda: _is(ingested._value.get(), 6000), timeout_s=90)
+        await eventually(lambda: ingested._value.get() == 6000, within_s=90, step=0.1)
         own_share = ingested._value.get() - sum(pool.committed)
     assert await _ledger(engine) == (6000, 3000)
     # Every process took part: the backend's own ingester and both helpers.
@@ -116,13 +116,13 @@ async def test_a_killed_helper_is_started_again_and_what_it_held_is_taken_over(
         _own,
         pool,
     ):
-        await eventually(lambda: _is_more(pool.committed[0], 0))
+        await eventually(lambda: pool.committed[0] > 0, within_s=30, step=0.1)
         first = pool.processes[0]
         assert first is not None
         first.kill()  # mid-stream: whatever it had read and not committed stays pending
-        await eventually(lambda: _is(pool.started, 2))
+        await eventually(lambda: pool.started == 2, within_s=30, step=0.1)
         await _produce(redis_client, 3000, 3000)
-        await eventually(lambda: _ledger_has(engine, 6000), timeout_s=90)
+        await eventually(lambda: _ledger_has(engine, 6000), within_s=90, step=0.1)
         second = pool.processes[0]
         assert second is not None and second.pid != first.pid
         assert second.returncode is None
@@ -131,24 +131,12 @@ async def test_a_killed_helper_is_started_again_and_what_it_held_is_taken_over(
     assert sum(p["pending"] for p in pending) == 0
 
 
-def _helpers_of(pid: int) -> list[int]:
-    """Pids of the ingest helpers whose parent is `pid`."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            command = (stat.parent / "cmdline").read_bytes()
-            if int(fields[1]) == pid and b"backend.ingest_helpers" in command:
-                found.append(int(stat.parent.name))
-    return found
-
-
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("ending", ["SIGINT", "SIGKILL"])
 async def test_gateway_backend_runs_its_helpers_and_none_outlives_it(
     ending: str, tmp_path: Path, valkey_url: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "backend.toml"
     config.write_text(
         f'[redis]\nurl = "{valkey_url}"\ndata_dir = "{tmp_path / "var"}"\n'
@@ -164,8 +152,8 @@ async def test_gateway_backend_runs_its_helpers_and_none_outlives_it(
     )
     try:
         assert await _wait_ready(f"http://127.0.0.1:{port}/readyz") == 200
-        await eventually(lambda: _workers_up(port, 3))
-        helpers = _helpers_of(backend.pid)
+        await eventually(lambda: _workers_up(port, 3), within_s=30, step=0.1)
+        helpers = child_pids(backend.pid, b"backend.ingest_helpers")
         assert len(helpers) == 2
     finally:
         backend.send_signal(getattr(signal, ending))
@@ -173,7 +161,7 @@ async def test_gateway_backend_runs_its_helpers_and_none_outlives_it(
             code = await backend.wait()
     assert code == (0 if ending == "SIGINT" else -signal.SIGKILL)
     for pid in helpers:  # a killed backend's helpers see their stdin end, and stop
-        await eventually(lambda pid=pid: _gone(pid), timeout_s=20)
+        await eventually(lambda pid=pid: exited(pid), within_s=20, step=0.1)
 
 
 async def _workers_up(port: int, wanted: int) -> bool:
@@ -187,31 +175,8 @@ async def _workers_up(port: int, wanted: int) -> bool:
         return bool((await response.json())["workers"] == wanted)
 
 
-async def _is(value: float, wanted: float) -> bool:
-    return value == wanted
-
-
-async def _is_more(value: float, than: float) -> bool:
-    return value > than
-
-
 async def _ledger_has(engine: AsyncEngine, total: int) -> bool:
     return (await _ledger(engine))[0] >= total
-
-
-async def _gone(pid: int) -> bool:
-    return _exited(pid)
-
-
-def _exited(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie (exited, not yet reaped by init) is gone too.
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    return True
 
 
 def test_ingest_workers_is_a_count_of_processes_from_one_to_sixteen() -> None:

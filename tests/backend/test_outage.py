@@ -15,9 +15,10 @@ from backend.db import async_url
 from backend.http.state import INGESTER
 from backend.ingest import IngestOptions
 from gateway.valkey import keys
-from tests.backend.conftest import eventually, fresh_postgres_url
+from tests.backend.conftest import fresh_postgres_url
 from tests.backend.postgres import PostgresServer
 from tests.gateway.conftest import ADMIN_TOKEN, Gateway
+from tests.support.waiting import eventually
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -51,12 +52,12 @@ async def test_a_database_outage_pauses_ingest_and_loses_nothing(
         campaign_id = await gateway.put_campaign(stock=500)
         stream = keys.events(keys.shard_tag(campaign_id))
         await _claims(gateway, campaign_id, range(100))
-        await eventually(lambda: _granted_at_least(client, campaign_id, 100))
+        await eventually(lambda: _granted_at_least(client, campaign_id, 100), within_s=30, step=0.1)
         postgres.stop()
         try:
             await _claims(gateway, campaign_id, range(100, 400))
             ingester = client.app[INGESTER]
-            await eventually(lambda: _paused(ingester))
+            await eventually(lambda: _paused(ingester), within_s=30, step=0.1)
             ready = await client.get("/readyz")
             assert ready.status == 503
             assert (await ready.json())["error"]["code"] == "unavailable"
@@ -65,7 +66,7 @@ async def test_a_database_outage_pauses_ingest_and_loses_nothing(
             assert info["ledger"]["pending"] + info["ledger"]["lag"] > 0
         finally:
             postgres.start()
-        await eventually(lambda: _granted_at_least(client, campaign_id, 400))
+        await eventually(lambda: _granted_at_least(client, campaign_id, 400), within_s=30, step=0.1)
         assert (await client.get("/readyz")).status == 200
         stats = await gateway.stats(campaign_id)
         response = await client.get(f"/reports/campaigns/{campaign_id}", headers=AUTH)

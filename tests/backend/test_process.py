@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -15,12 +14,7 @@ import pytest
 from backend.__main__ import redis_url
 from backend.db import async_url
 from gateway.settings import ConfigError, parse
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.served import free_port
 
 
 async def _wait_ready(url: str) -> int:
@@ -38,7 +32,7 @@ async def _wait_ready(url: str) -> int:
 async def test_gateway_backend_serves_on_its_port_with_a_sqlite_ledger_in_the_data_dir(
     tmp_path: Path, valkey_url: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "backend.toml"
     config.write_text(
         f'[redis]\nurl = "{valkey_url}"\ndata_dir = "{tmp_path / "var"}"\n'

@@ -26,8 +26,8 @@ from backend.ingest import IngestOptions
 from gateway.app import SERVICES
 from gateway.valkey import keys
 from supplier_pool.simulator import running_simulator
-from tests.backend.conftest import eventually
 from tests.gateway.conftest import ADMIN_TOKEN, API_KEY, Gateway, start_gateway, supplier_config
+from tests.support.waiting import eventually
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PUBLIC = {"Authorization": f"Bearer {API_KEY}"}
@@ -139,7 +139,7 @@ async def test_after_catch_up_the_supplier_report_equals_the_simulator_and_the_g
         for i in range(3):
             status, body = await redeem(gateway, campaign_id, f"a{i}")
             assert (status, body["delivery"]["supplier"]) == (200, "beta"), body
-        await eventually(lambda: _has_calls(client, 6))
+        await eventually(lambda: _has_calls(client, 6), within_s=30, step=0.1)
     finally:
         await client.close()
 
@@ -153,10 +153,12 @@ async def test_after_catch_up_the_supplier_report_equals_the_simulator_and_the_g
     await sim(base, "PUT", "/_sim/suppliers/beta", {"processing_s": 0.3})
     status, body = await redeem(gateway, campaign_id, "c0")
     assert (status, body["status"]) == (202, "pending")
-    await eventually(lambda: _is(gateway, body["redemption_id"], "delivered"), timeout_s=10)
-    await eventually(lambda: _drained(services))
+    await eventually(
+        lambda: _is(gateway, body["redemption_id"], "delivered"), within_s=10, step=0.1
+    )
+    await eventually(lambda: _drained(services), within_s=30, step=0.1)
     breaker_stream = keys.events(keys.SUPPLIER_TAG)
-    await eventually(lambda: _exists(gateway, breaker_stream))
+    await eventually(lambda: _exists(gateway, breaker_stream), within_s=30, step=0.1)
     # The events waited in the streams for the stopped ledger.
     groups = {g["name"].decode(): g for g in await gateway.redis.xinfo_groups(stream)}
     assert groups["ledger"]["lag"] >= 2 * 8
@@ -169,7 +171,7 @@ async def test_after_catch_up_the_supplier_report_equals_the_simulator_and_the_g
             s: {o: delta(after, before, "calls", s, o) for o in _outcomes(after)} for s in SUPPLIERS
         }
         expected = {s: {o: n for o, n in calls.items() if n} for s, calls in expected.items()}
-        await eventually(lambda: _calls_are(client, expected), timeout_s=60)
+        await eventually(lambda: _calls_are(client, expected), within_s=60, step=0.1)
         ledger = await report(client)
     finally:
         await client.close()

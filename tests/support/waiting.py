@@ -1,4 +1,4 @@
-"""Waiting for something to become true, and finding a gateway master's workers."""
+"""Waiting for something to become true, and finding a process's children."""
 
 from __future__ import annotations
 
@@ -31,18 +31,32 @@ async def eventually(probe: Callable[[], Any], within_s: float = 1.0, step: floa
         await asyncio.sleep(step)
 
 
-def worker_pids(master: int) -> set[int]:
-    """The master's worker processes (multiprocessing 'spawn' children, not its helpers)."""
+def child_pids(parent: int, marker: bytes) -> set[int]:
+    """The parent's child processes whose command line holds `marker`."""
     children: set[int] = set()
-    for task in Path(f"/proc/{master}/task").iterdir():
+    for task in Path(f"/proc/{parent}/task").iterdir():
         with contextlib.suppress(FileNotFoundError):
             children |= {int(p) for p in (task / "children").read_text().split()}
-    workers = set()
+    found = set()
     for pid in children:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                workers.add(pid)
-    return workers
+            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.add(pid)
+    return found
+
+
+def worker_pids(master: int) -> set[int]:
+    """The master's worker processes (multiprocessing 'spawn' children, not its helpers)."""
+    return child_pids(master, b"spawn_main")
+
+
+def exited(pid: int) -> bool:
+    """Whether the process is gone (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state == "Z"
 
 
 def until_true(what: str, check: Callable[[], bool], timeout_s: float = 20.0) -> None:
